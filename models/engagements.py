@@ -1,0 +1,91 @@
+"""A user's ad engagements, kept for attribution and summarized for the match model.
+
+The state is a plain dict ``{"e": [[ts, type, engagement_id, advertiser_id, campaign_id,
+ad_id], ...]}`` sorted by ``(ts, engagement_id)``. Rows older than the
+retention (the longest attribution window) behind the user's partition clock are dropped, and
+each advertiser keeps at most ``max_per_advertiser`` rows, newest first, so a heavy user cannot
+grow state without bound.
+
+>>> state = add_engagements(None, [[1_000, "view", "i1", "a1", "c1", "ad1"]], retention_ms=10**9)
+>>> state = add_engagements(state, [[2_000, "click", "k1", "a1", "c1", "ad1"]], retention_ms=10**9)
+>>> answer = probe(state, "u1", "a1", conversion_ts=1_500, retention_ms=10**9)
+>>> [row[2] for row in answer["engagements"]], answer["last_adv_ts"]
+(['i1'], 1000)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+UserState = dict[str, Any]
+ProbeAnswer = dict[str, Any]
+EngagementRow = list[Any]
+
+DEFAULT_MAX_PER_ADVERTISER = 200
+
+
+def add_engagements(
+    state: UserState | None,
+    rows: list[EngagementRow],
+    *,
+    retention_ms: int,
+    clock_ts: int | None = None,
+    max_per_advertiser: int = DEFAULT_MAX_PER_ADVERTISER,
+) -> UserState:
+    """Merge engagement rows into ``state``, dedupe by engagement id, prune by event time."""
+    if state is None:
+        state = {"e": []}
+    merged = {row[2]: row for row in state["e"]}
+    for row in rows:
+        merged.setdefault(row[2], list(row))
+    newest = max((row[0] for row in merged.values()), default=None)
+    clock = max(v for v in (clock_ts, newest) if v is not None) if merged else clock_ts
+    horizon = (clock - retention_ms) if clock is not None else None
+    kept = [r for r in merged.values() if horizon is None or r[0] >= horizon]
+    kept.sort(key=lambda r: (r[0], r[2]))
+    state["e"] = _cap_per_advertiser(kept, max_per_advertiser)
+    return state
+
+
+def _cap_per_advertiser(rows: list[EngagementRow], cap: int) -> list[EngagementRow]:
+    counts: dict[str, int] = {}
+    keep = [False] * len(rows)
+    for i in range(len(rows) - 1, -1, -1):
+        adv = rows[i][3]
+        n = counts.get(adv, 0)
+        if n < cap:
+            keep[i] = True
+            counts[adv] = n + 1
+    return [row for row, k in zip(rows, keep, strict=True) if k]
+
+
+def probe(
+    state: UserState | None,
+    user_id: str,
+    advertiser_id: str,
+    *,
+    conversion_ts: int,
+    retention_ms: int,
+) -> ProbeAnswer:
+    """What the match model and attribution need about one candidate for one conversion.
+
+    Only engagements at or before the conversion and within the retention count, so a late
+    answer gives the same result as an early one.
+    """
+    rows: list[EngagementRow] = []
+    if state is not None:
+        horizon = conversion_ts - retention_ms
+        rows = [
+            r
+            for r in state["e"]
+            if r[3] == advertiser_id and horizon <= r[0] <= conversion_ts
+        ]
+    clicks = [r for r in rows if r[1] == "click"]
+    return {
+        "user_id": user_id,
+        "engagements": rows,
+        "last_adv_ts": rows[-1][0] if rows else None,
+        "last_click_ts": clicks[-1][0] if clicks else None,
+        "n_adv": len(rows),
+        "n_clicks": len(clicks),
+    }

@@ -1,0 +1,143 @@
+"""The identifier index: which users were seen on an identifier, and when (event time).
+
+An entry is a plain dict so that a Faust table and the offline engine store the same thing::
+
+    {"u": {user_id: [first_ts, last_ts, count, recent]}, "d": evicted_distinct_users}
+
+``recent`` keeps up to ``HISTORY`` sighting times (sightings within ``COALESCE_MS`` of the newest
+kept one merge into it), so a lookup for a conversion at time T sees when the user was last seen
+*before* T even when the entry already holds later sightings. The entry is bounded: past
+``max_users`` the least recently seen user is evicted and counted in ``d``, so a carrier NAT
+address keeps a true high degree without unbounded state.
+
+>>> entry = add_sighting(None, "u1", 1_000, max_users=2)
+>>> entry = add_sighting(entry, "u2", 2_000, max_users=2)
+>>> entry = add_sighting(entry, "u1", 3_000, max_users=2)
+>>> entry["u"]["u1"]
+[1000, 3000, 2, [3000]]
+>>> answer = lookup(entry, "ip:1.2.3.4", conversion_ts=2_500, lookback_ms=10_000, top_k=5)
+>>> answer["degree"], [row[0] for row in answer["users"]]
+(2, ['u2', 'u1'])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IdentEntry = dict[str, Any]
+LookupAnswer = dict[str, Any]
+
+DEFAULT_MAX_USERS = 64
+HISTORY = 8
+COALESCE_MS = 10 * 60 * 1000
+
+
+def add_sighting(
+    entry: IdentEntry | None,
+    user_id: str,
+    ts: int,
+    *,
+    count: int = 1,
+    first_ts: int | None = None,
+    max_users: int = DEFAULT_MAX_USERS,
+) -> IdentEntry:
+    """Record ``count`` sightings of ``user_id`` ending at ``ts``; returns the (mutated) entry."""
+    if entry is None:
+        entry = {"u": {}, "d": 0}
+    users = entry["u"]
+    row = users.get(user_id)
+    start = ts if first_ts is None else first_ts
+    if row is None:
+        users[user_id] = [start, ts, count, [ts]]
+        if len(users) > max_users:
+            oldest = min(users, key=lambda u: (users[u][1], u))
+            del users[oldest]
+            entry["d"] = entry.get("d", 0) + 1
+        return entry
+    row[0] = min(row[0], start)
+    row[1] = max(row[1], ts)
+    row[2] += count
+    _remember(row[3], ts)
+    return entry
+
+
+def _remember(recent: list[int], ts: int) -> None:
+    """Insert ``ts`` into the sorted, bounded sighting history."""
+    for i, kept in enumerate(recent):
+        if abs(kept - ts) <= COALESCE_MS:
+            recent[i] = max(kept, ts)
+            return
+    recent.append(ts)
+    recent.sort()
+    if len(recent) > HISTORY:
+        del recent[0]
+
+
+def last_seen_before(row: list[Any], ts: int) -> int | None:
+    """When the user was last seen at or before ``ts``, from the row's history.
+
+    >>> last_seen_before([100, 9_000_000, 3, [100, 5_000_000, 9_000_000]], 6_000_000)
+    5000000
+    >>> last_seen_before([100, 9_000_000, 3, [9_000_000]], 6_000_000)
+    100
+    >>> last_seen_before([7_000_000, 9_000_000, 3, [9_000_000]], 6_000_000) is None
+    True
+    """
+    first, _, _, recent = row
+    if first > ts:
+        return None
+    best = first
+    for kept in recent:
+        if kept <= ts and kept > best:
+            best = kept
+    return best
+
+
+def expire(entry: IdentEntry, clock_ts: int, ttl_ms: int) -> IdentEntry | None:
+    """Drop users last seen before ``clock_ts - ttl_ms``; None when nothing is left.
+
+    >>> expire({"u": {"a": [0, 10, 1, [10]], "b": [0, 500, 1, [500]]}, "d": 0}, 1_000, 600)
+    {'u': {'b': [0, 500, 1, [500]]}, 'd': 0}
+    >>> expire({"u": {"a": [0, 10, 1, [10]]}, "d": 3}, 1_000, 600) is None
+    True
+    """
+    horizon = clock_ts - ttl_ms
+    users = {u: row for u, row in entry["u"].items() if row[1] >= horizon}
+    if not users:
+        return None
+    if len(users) != len(entry["u"]):
+        entry = {"u": users, "d": entry.get("d", 0)}
+    return entry
+
+
+def lookup(
+    entry: IdentEntry | None,
+    key: str,
+    *,
+    conversion_ts: int,
+    lookback_ms: int,
+    top_k: int,
+) -> LookupAnswer:
+    """Candidates on ``key`` as of ``conversion_ts``: only sightings that began at or before it.
+
+    ``degree`` counts distinct users active on the identifier within the lookback window before
+    the conversion (plus evicted ones), the term-frequency signal that tells a household IP from
+    a carrier NAT. ``users`` holds the ``top_k`` most recent, as
+    ``[user_id, first_ts, last_ts_before_conversion, count]``.
+    """
+    kind = key.split(":", 1)[0]
+    rows: list[list[Any]] = []
+    degree = 0
+    if entry is not None:
+        horizon = conversion_ts - lookback_ms
+        for user_id, row in entry["u"].items():
+            seen = last_seen_before(row, conversion_ts)
+            if seen is None:
+                continue
+            first, count = row[0], row[2]
+            if seen >= horizon:
+                degree += 1
+                rows.append([user_id, first, seen, count])
+        degree += entry.get("d", 0)
+    rows.sort(key=lambda r: (-r[2], r[0]))
+    return {"key": key, "kind": kind, "degree": degree, "users": rows[:top_k]}

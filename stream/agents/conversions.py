@@ -1,0 +1,221 @@
+"""Conversions agent (key conversion key): dedupe, lookups, probes, match, attribute, label.
+
+It consumes the advertisers' conversions, delayed feedback, and the answers of the identifiers
+and users agents; the per-key state machine is :mod:`models.coordinator`. One match model
+replica per conversions partition, checkpointed to the changelogged ``match-models`` table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import orjson
+
+from models import coordinator
+from models.attribution import AttributionConfig
+from models.identity import conversion_identifiers
+from models.matching.model import MatchModel
+from models.partitioning import partition_for
+from models.resolve import resolve, select_probe_candidates
+from models.settings_file import AttributionConfigWatcher
+from stream import metrics
+from stream.records import Invalid, parse_conversion, parse_feedback
+
+DEDUPE_METRIC = {"duplicate": "merged", "correction": "correction", "late": "late_dropped"}
+
+
+def key_for_partition(partition: int, partitions: int) -> str:
+    """A table key that Kafka's partitioner sends to ``partition``: where its model lives.
+
+    >>> partition_for(key_for_partition(3, 8), 8)
+    3
+    """
+    i = 0
+    while partition_for(f"model-{partition}-{i}", partitions) != partition:
+        i += 1
+    return f"model-{partition}-{i}"
+
+
+def register(rt: Any, channel: Any) -> None:
+    s = rt.settings
+    states = rt.tables["conversions"]
+    checkpoints = rt.tables["models"]
+    policy = coordinator.Policy(
+        dedupe_window_ms=s.dedupe_window_ms,
+        max_age_ms=s.max_conversion_age_ms,
+        max_future_ms=s.max_future_ms,
+        feedback_horizon_ms=s.feedback_horizon_ms,
+    )
+    watcher = AttributionConfigWatcher(s.attribution_config) if s.attribution_config else None
+    default_config = AttributionConfig()
+    clocks: dict[int, int] = {}
+    models: dict[int, MatchModel] = {}
+    learned: dict[int, int] = defaultdict(int)
+    arrivals: dict[str, float] = {}
+
+    def model_for(partition: int) -> MatchModel:
+        model = models.get(partition)
+        if model is None:
+            blob = checkpoints.get(key_for_partition(partition, s.partitions))
+            model = MatchModel.loads(blob) if blob else MatchModel()
+            models[partition] = model
+        return model
+
+    def checkpoint(partition: int) -> None:
+        learned[partition] += 1
+        if learned[partition] % s.checkpoint_every == 0:
+            checkpoints[key_for_partition(partition, s.partitions)] = models[partition].dumps()
+
+    async def on_conversion(event: Any) -> None:
+        try:
+            copy = parse_conversion(event.message.value)
+        except Invalid as exc:
+            await rt.dead_letter(event, exc.reason, str(exc))
+            return
+        partition = event.message.partition
+        key = copy.key
+        state, outcome = coordinator.admit(
+            states.get(key), copy.as_dict(), clock_ts=clocks.get(partition), policy=policy
+        )
+        if outcome in ("too_old", "future"):
+            await rt.dead_letter(event, "too_old" if outcome == "too_old" else "future_ts")
+            return
+        clocks[partition] = max(clocks.get(partition, copy.ts), copy.ts)
+        if outcome in DEDUPE_METRIC:
+            metrics.count_dedupe(DEDUPE_METRIC[outcome])
+        if outcome in ("new", "correction"):
+            arrivals[key] = time.time()
+            await start_round(key, state)
+        elif outcome == "duplicate":
+            states[key] = state
+
+    async def start_round(key: str, state: dict[str, Any]) -> None:
+        conv = state["conv"]
+        identifiers = conversion_identifiers(conv["advertiser_id"], conv["user_data"])
+        state, lookups = coordinator.start_round(state, identifiers)
+        states[key] = state
+        for ident in lookups:
+            await rt.send_keyed(
+                "cs-ident", ident,
+                {"t": "l", "ck": key, "r": state["round"], "k": ident, "ts": conv["ts"]},
+            )
+        if not lookups:
+            await probe_or_finish(key, state)
+
+    async def probe_or_finish(key: str, state: dict[str, Any]) -> None:
+        conv = state["conv"]
+        targets = coordinator.begin_probes(
+            state, select_probe_candidates(conv, state["answers"], s.max_candidates)
+        )
+        states[key] = state
+        for user_id in targets:
+            await rt.send_keyed(
+                "cs-probe", user_id,
+                {"ck": key, "r": state["round"], "u": user_id, "adv": conv["advertiser_id"],
+                 "ts": conv["ts"]},
+            )
+        if not targets:
+            await finish(key, state)
+
+    async def finish(key: str, state: dict[str, Any]) -> None:
+        partition = partition_for(key, s.partitions)
+        model = model_for(partition)
+        conv = state["conv"]
+        config = watcher.current() if watcher else default_config
+        label, decision = resolve(
+            conv, state["answers"], state["probes"], model,
+            config.for_advertiser(conv["advertiser_id"]), revision=0, emitted_at=_now_ms(),
+        )
+        model.learn_self_supervised(conv, state["answers"], state["probes"], decision)
+        checkpoint(partition)
+        if state.get("feedback") is not None:
+            model.learn_feedback(decision.snapshot, state["feedback"]["user_id"])
+        out = coordinator.settle(state, label, decision.snapshot)
+        states[key] = state
+        if out is not None:
+            await rt.send("labels", key, out, partition=partition)
+            metrics.observe_label(out, arrivals.pop(key, time.time()))
+            await link_external_id(conv, out)
+        stats = model.stats()
+        metrics.set_model_quality(
+            auc=stats.get("auc"), logloss=stats.get("logloss"), ece=stats.get("ece")
+        )
+
+    async def link_external_id(conv: dict[str, Any], label: dict[str, Any]) -> None:
+        """A deterministic match teaches the index who this advertiser's external_id is."""
+        ext = conversion_identifiers(conv["advertiser_id"], conv["user_data"]).get("ext")
+        method = label["match_method"]
+        if ext and label["user_id"] and method.startswith("deterministic") and method != (
+            "deterministic:ext"
+        ):
+            await rt.send_keyed(
+                "cs-ident", ext, {"t": "x", "k": ext, "u": label["user_id"], "ts": conv["ts"]}
+            )
+
+    async def on_answer(msg: dict[str, Any]) -> None:
+        key = msg["ck"]
+        state = states.get(key)
+        if state is None:
+            return
+        if msg["t"] == "a":
+            if coordinator.on_answer(state, msg["r"], msg["a"]["key"], msg["a"]):
+                await probe_or_finish(key, state)
+            else:
+                states[key] = state
+        elif coordinator.on_probe(state, msg["r"], msg["u"], msg["a"]):
+            await finish(key, state)
+        else:
+            states[key] = state
+
+    async def on_feedback(event: Any) -> None:
+        try:
+            truth = parse_feedback(event.message.value)
+        except Invalid as exc:
+            await rt.dead_letter(event, exc.reason, str(exc))
+            return
+        state = states.get(truth.key)
+        if state is None:
+            return
+        if state.get("snapshot") is not None and state["phase"] == "done":
+            model = model_for(partition_for(truth.key, s.partitions))
+            model.learn_feedback(state["snapshot"], truth.user_id)
+        else:
+            state["feedback"] = {"user_id": truth.user_id}
+            states[truth.key] = state
+
+    @rt.app.agent(channel, name="conversions")
+    async def conversions_agent(stream: Any) -> None:
+        async for events in stream.take_events(s.batch_size, s.batch_within_s):
+            counts: dict[str, int] = defaultdict(int)
+            for event in events:
+                topic = rt.logical_name(event.message.topic)
+                if topic == "cs-answer":
+                    await on_answer(orjson.loads(event.message.value))
+                    continue
+                counts[topic] += 1
+                if topic == "conversions":
+                    await on_conversion(event)
+                else:
+                    await on_feedback(event)
+            for topic, n in counts.items():
+                metrics.count_event_in(topic, n)
+
+    @rt.app.timer(interval=5.0)
+    async def expire_states() -> None:
+        """Drop conversion state past the dedupe and feedback horizons (event time)."""
+        active = rt.active_partitions("conversions")
+        stale = [
+            key for key, state in states.items()
+            if (partition := partition_for(key, s.partitions)) in active
+            and (clock := clocks.get(partition)) is not None
+            and coordinator.expired(state, clock, policy)
+        ]
+        for key in stale:
+            del states[key]
+        metrics.set_table_entries("conversion-state", len(states))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

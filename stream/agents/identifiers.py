@@ -1,0 +1,91 @@
+"""Identifiers agent (key identifier): the identifier index, and lookups gated on watermarks.
+
+A lookup for a conversion at event time T waits until every users partition has reported a
+watermark at or past T (so every sighting up to T is in the index), or until the bounded wait
+``max_wait_s`` expires; then it is answered from the index as of T.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from models.index import add_sighting, expire, lookup
+
+
+def register(rt: Any, channel: Any) -> None:
+    s = rt.settings
+    index = rt.tables["identifiers"]
+    marks: dict[int, int] = {}
+    parked: list[tuple[float, dict[str, Any]]] = []
+
+    def global_watermark() -> int | None:
+        if len(marks) < s.partitions:
+            return None
+        return min(marks.values())
+
+    async def answer(request: dict[str, Any]) -> None:
+        reply = lookup(
+            index.get(request["k"]),
+            request["k"],
+            conversion_ts=request["ts"],
+            lookback_ms=s.lookback_ms,
+            top_k=s.top_k,
+        )
+        await rt.send_keyed(
+            "cs-answer", request["ck"], {"t": "a", "ck": request["ck"], "r": request["r"], "a": reply}
+        )
+
+    async def release(*, force_before: float | None = None) -> None:
+        mark = global_watermark()
+        keep = []
+        for arrived, request in parked:
+            ready = mark is not None and mark >= request["ts"]
+            if ready or (force_before is not None and arrived <= force_before):
+                await answer(request)
+            else:
+                keep.append((arrived, request))
+        parked[:] = keep
+
+    def apply_sightings(rows: list[list[Any]], clock: int | None) -> None:
+        touched: dict[str, Any] = {}
+        for key, user_id, first, last, count in rows:
+            entry = touched[key] if key in touched else index.get(key)
+            touched[key] = add_sighting(
+                entry, user_id, last, count=count, first_ts=first,
+                max_users=s.max_users_per_identifier,
+            )
+        for key, entry in touched.items():
+            if clock is not None:
+                entry = expire(entry, clock, s.identifier_ttl_ms)
+            if entry is None:
+                index.pop(key, None)
+            else:
+                index[key] = entry
+
+    @rt.app.agent(channel, name="identifiers")
+    async def identifiers_agent(stream: Any) -> None:
+        async for events in stream.take_events(s.batch_size, s.batch_within_s):
+            now = time.monotonic()
+            rows: list[list[Any]] = []
+            for event in events:
+                msg = orjson.loads(event.message.value)
+                kind = msg["t"]
+                if kind == "s":
+                    rows.extend(msg["s"])
+                    for p, mark in msg["wm"].items():
+                        if mark > marks.get(int(p), -1):
+                            marks[int(p)] = mark
+                elif kind == "l":
+                    parked.append((now, msg))
+                elif kind == "x":
+                    rows.append([msg["k"], msg["u"], msg["ts"], msg["ts"], 1])
+            apply_sightings(rows, global_watermark())
+            await release()
+
+    @rt.app.timer(interval=0.5)
+    async def release_expired() -> None:
+        if parked:
+            await release(force_before=time.monotonic() - s.max_wait_s)

@@ -1,0 +1,116 @@
+"""Users agent (key user_id): engagements into the users table, sightings out, probes answered.
+
+One pass per batch: parse every impression, click and identity event, update each touched
+user's engagements once, then send *one* message per identifiers partition holding that batch's
+sightings for it plus this worker's watermarks, so sightings and watermarks stay in order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import orjson
+
+from models.engagements import add_engagements, probe
+from models.identity import engagement_identifiers
+from models.partitioning import partition_for
+from stream import metrics
+from stream.records import Invalid, parse_click, parse_identity, parse_impression
+from stream.settings import ENGAGEMENT_TOPICS
+from stream.watermarks import WatermarkTracker
+
+PARSERS = {"impressions": parse_impression, "clicks": parse_click, "identity": parse_identity}
+
+
+def register(rt: Any, channel: Any) -> None:
+    s = rt.settings
+    users = rt.tables["users"]
+    tracker = WatermarkTracker(
+        ENGAGEMENT_TOPICS, lateness_ms=s.allowed_lateness_ms, idle_s=s.idle_source_s
+    )
+    sent_marks: dict[int, int] = {}
+
+    async def process(events: list[Any]) -> None:
+        rows: dict[str, list[list[Any]]] = defaultdict(list)
+        sightings: dict[tuple[str, str], list[int]] = {}
+        probes: list[dict[str, Any]] = []
+        counts: dict[str, int] = defaultdict(int)
+        for event in events:
+            topic = rt.logical_name(event.message.topic)
+            if topic == "cs-probe":
+                probes.append(orjson.loads(event.message.value))
+                continue
+            counts[topic] += 1
+            try:
+                rec = PARSERS[topic](event.message.value)
+            except Invalid as exc:
+                await rt.dead_letter(event, exc.reason, str(exc))
+                continue
+            tracker.observe(topic, event.message.partition, rec.ts)
+            if topic == "identity":
+                keys = engagement_identifiers(
+                    rec.ip, rec.user_agent, rec.device_id, em=rec.em, ph=rec.ph
+                )
+            else:
+                keys = engagement_identifiers(
+                    rec.ip, rec.user_agent, rec.device_id, click_id=rec.click_id
+                )
+                rows[rec.user_id].append(
+                    [rec.ts, rec.kind, rec.event_id, rec.advertiser_id, rec.campaign_id, rec.ad_id]
+                )
+            for _, key in keys:
+                seen = sightings.get((key, rec.user_id))
+                if seen is None:
+                    sightings[(key, rec.user_id)] = [rec.ts, rec.ts, 1]
+                else:
+                    seen[0] = min(seen[0], rec.ts)
+                    seen[1] = max(seen[1], rec.ts)
+                    seen[2] += 1
+        for topic, n in counts.items():
+            metrics.count_event_in(topic, n)
+
+        for user_id, new_rows in rows.items():
+            users[user_id] = add_engagements(
+                users.get(user_id), new_rows, retention_ms=s.retention_ms
+            )
+        await forward_sightings(sightings)
+        for request in probes:
+            answer = probe(
+                users.get(request["u"]),
+                request["u"],
+                request["adv"],
+                conversion_ts=request["ts"],
+                retention_ms=s.retention_ms,
+            )
+            await rt.send_keyed(
+                "cs-answer", request["ck"], {"t": "p", "ck": request["ck"], "r": request["r"],
+                                              "u": request["u"], "a": answer},
+            )
+
+    async def forward_sightings(sightings: dict[tuple[str, str], list[int]]) -> None:
+        by_partition: dict[int, list[list[Any]]] = defaultdict(list)
+        for (key, user_id), (first, last, count) in sightings.items():
+            by_partition[partition_for(key, s.partitions)].append([key, user_id, first, last, count])
+        marks = {}
+        for p in tracker.partitions():
+            mark = tracker.watermark(p)
+            if mark is not None and mark > sent_marks.get(p, -1):
+                marks[str(p)] = mark
+        for q in range(s.partitions):
+            batch = by_partition.get(q)
+            if batch or marks:
+                await rt.send("cs-ident", None, {"t": "s", "wm": marks, "s": batch or []}, q)
+        sent_marks.update({int(p): m for p, m in marks.items()})
+        now_ms = None
+        for topic in ENGAGEMENT_TOPICS:
+            newest = tracker.newest(topic)
+            if newest is not None:
+                now_ms = max(now_ms or newest, newest)
+        if now_ms is not None and marks:
+            metrics.set_watermark_lag("engagements", (now_ms - min(marks.values())) / 1000)
+
+    @rt.app.agent(channel, name="users")
+    async def users_agent(stream: Any) -> None:
+        async for events in stream.take_events(s.batch_size, s.batch_within_s):
+            await process(events)

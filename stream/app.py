@@ -1,0 +1,137 @@
+"""The Faust application: topics, tables and the three agents, built from one Settings object.
+
+``create_app(settings)`` returns a ready app; the agents live in ``stream/agents/`` and only move
+messages between topics, tables and ``models/``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+
+from models.identity import redact_pii
+from models.partitioning import partition_for
+from stream import codecs, metrics
+from stream.settings import ENGAGEMENT_TOPICS, INPUT_TOPICS, INTERNAL_TOPICS, Settings
+
+
+@dataclass
+class Runtime:
+    """What every agent needs: settings, topics by logical name, tables, send helpers."""
+
+    settings: Settings
+    app: faust.App
+    topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
+    logical: dict[str, str] = field(default_factory=dict)
+
+    def active_partitions(self, topic: str) -> set[int]:
+        """Partitions of ``topic`` this worker actively owns (not standbys)."""
+        physical = self.settings.topic(topic)
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == physical}
+
+    def logical_name(self, physical: str) -> str:
+        return self.logical.get(physical, physical)
+
+    async def send(self, topic: str, key: str | None, value: Any, partition: int | None = None):
+        payload = value if isinstance(value, bytes) else orjson.dumps(value)
+        return await self.topics[topic].send(key=key, value=payload, partition=partition)
+
+    async def send_keyed(self, topic: str, key: str, value: Any):
+        """Send to the partition Kafka's default partitioner picks for ``key`` (explicitly)."""
+        partition = partition_for(key, self.settings.partitions)
+        return await self.send(topic, key, value, partition=partition)
+
+    async def dead_letter(self, event: Any, reason: str, detail: str = "") -> None:
+        """Park a bad record with its coordinates and reason; raw PII is redacted first."""
+        message = event.message
+        topic = self.logical_name(message.topic)
+        raw = message.value
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        record = {
+            "topic": topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "reason": reason,
+            "detail": redact_pii(detail) if detail else "",
+            "payload": redact_pii(text[:65536]),
+        }
+        metrics.count_dead_letter(topic, reason)
+        await self.send("dead-letter", None, record)
+
+
+def _credentials(settings: Settings) -> Any:
+    if not settings.sasl_username:
+        return None
+    context = None
+    if settings.ssl_cafile:
+        context = ssl.create_default_context(cafile=settings.ssl_cafile)
+    return faust.SASLCredentials(
+        username=settings.sasl_username,
+        password=settings.sasl_password,
+        mechanism="PLAIN",
+        ssl_context=context,
+    )
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
+    codecs.register()
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker,
+        broker_credentials=_credentials(settings),
+        store=settings.store,
+        datadir=settings.data_dir,
+        key_serializer="str",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10,
+        broker_heartbeat_interval=1,
+        producer_linger_ms=settings.producer_linger_ms,
+        stream_buffer_maxsize=4 * settings.batch_size,
+        web_enabled=False,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        table_cleanup_interval=30.0,
+    )
+    rt = Runtime(settings=settings, app=app)
+    for name in (*INPUT_TOPICS, *INTERNAL_TOPICS, "labels", "dead-letter"):
+        physical = settings.topic(name)
+        rt.logical[physical] = name
+        rt.topics[name] = app.topic(
+            physical, key_type=str, value_type=bytes, partitions=settings.partitions
+        )
+
+    def table(name: str, value_serializer: str = "orjson") -> Any:
+        return app.Table(
+            name,
+            default=None,
+            partitions=settings.partitions,
+            schema=faust.Schema(key_serializer="str", value_serializer=value_serializer),
+            use_partitioner=True,
+        )
+
+    rt.tables["users"] = table("users")
+    rt.tables["identifiers"] = table("identifiers")
+    rt.tables["conversions"] = table("conversion-state")
+    rt.tables["models"] = table("match-models", value_serializer="raw")
+
+    from stream.agents import conversions, identifiers, users
+
+    def channel(*names: str) -> faust.TopicT:
+        return app.topic(
+            *(settings.topic(n) for n in names), key_type=str, value_type=bytes,
+            partitions=settings.partitions,
+        )
+
+    users.register(rt, channel(*ENGAGEMENT_TOPICS, "cs-probe"))
+    identifiers.register(rt, channel("cs-ident"))
+    conversions.register(rt, channel("conversions", "feedback", "cs-answer"))
+    return app, rt

@@ -1,0 +1,104 @@
+"""One settings object for the whole worker: environment (``CONVSTREAM_*``), then CLI overrides.
+
+>>> s = Settings.from_env({"CONVSTREAM_PARTITIONS": "8", "CONVSTREAM_TOPIC_PREFIX": "t1."})
+>>> s.partitions, s.topic("labels")
+(8, 't1.labels')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DAY_MS = 24 * 3600 * 1000
+HOUR_MS = 3600 * 1000
+
+#: Logical topic names; the physical name is ``topic_prefix + name``.
+INPUT_TOPICS = ("impressions", "clicks", "identity", "conversions", "feedback")
+ENGAGEMENT_TOPICS = ("impressions", "clicks", "identity")
+INTERNAL_TOPICS = ("cs-ident", "cs-answer", "cs-probe")
+OUTPUT_TOPICS = ("labels", "dead-letter")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a worker, with its environment variable ``CONVSTREAM_<NAME>``."""
+
+    broker: str = "kafka://127.0.0.1:9092"
+    app_id: str = "convstream"
+    topic_prefix: str = ""
+    partitions: int = 4
+    store: str = "memory://"
+    data_dir: str = "./convstream-data"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9400
+    # Security (SASL/PLAIN over plaintext or TLS).
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_cafile: str = ""
+    # Batching.
+    batch_size: int = 1000
+    batch_within_s: float = 0.05
+    producer_linger_ms: int = 20
+    # Completeness: a conversion at T is resolved once every engagement partition has been read
+    # past T + allowed lateness, or after the bounded wait, whichever comes first.
+    allowed_lateness_ms: int = 60_000
+    max_wait_s: float = 10.0
+    idle_source_s: float = 5.0
+    # Matching and state bounds (event time).
+    identifier_ttl_ms: int = 30 * DAY_MS
+    lookback_ms: int = 30 * DAY_MS
+    top_k: int = 8
+    max_users_per_identifier: int = 64
+    max_candidates: int = 12
+    retention_ms: int = 30 * DAY_MS
+    # Conversions.
+    dedupe_window_ms: int = 48 * HOUR_MS
+    feedback_horizon_ms: int = 7 * DAY_MS
+    max_conversion_age_ms: int = 7 * DAY_MS
+    max_future_ms: int = DAY_MS
+    attribution_config: str = ""
+    checkpoint_every: int = 200
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` list for raw aiokafka clients."""
+        return ",".join(u.split("://", 1)[-1] for u in self.broker.split(";"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``CONVSTREAM_*`` variables, then apply non-None keyword overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(f"CONVSTREAM_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.type, raw, f.name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(type_name: Any, raw: str, name: str) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"CONVSTREAM_{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw

@@ -15,7 +15,7 @@ import orjson
 
 from models.identity import redact_pii
 from models.partitioning import partition_for
-from stream import codecs, metrics
+from stream import codecs, highwater, metrics
 from stream.settings import ENGAGEMENT_TOPICS, INPUT_TOPICS, INTERNAL_TOPICS, Settings
 
 
@@ -80,6 +80,9 @@ def _credentials(settings: Settings) -> Any:
 
 def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     codecs.register()
+    from stream.kafka import client_options
+
+    highwater.install(client_options(settings))
     app = faust.App(
         settings.app_id,
         broker=settings.broker,

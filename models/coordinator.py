@@ -152,6 +152,17 @@ def settle(state: ConversionState, label: dict[str, Any], snapshot: Any) -> dict
 
 
 def expired(state: ConversionState, clock_ts: int, policy: Policy) -> bool:
-    """State is kept for dedupe and for delayed feedback, then dropped (event time)."""
+    """State is kept for dedupe and for delayed feedback, then dropped (event time).
+
+    A conversion still being resolved is never dropped: conversions are read far ahead of the
+    engagement topics during a replay, so the conversions clock can pass a key's horizon while
+    its lookups still wait for the engagement watermark.
+
+    >>> state = {"conv": {"ts": 0}, "phase": "lookup"}
+    >>> expired(state, 10 * DAY_MS, Policy()), expired({**state, "phase": "done"}, 10 * DAY_MS, Policy())
+    (False, True)
+    """
+    if state["phase"] != "done":
+        return False
     keep = max(policy.dedupe_window_ms, policy.feedback_horizon_ms)
     return clock_ts - state["conv"]["ts"] > keep

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 
 import faust
 
@@ -21,6 +23,19 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
     async def _rebalanced(sender: object, **kwargs: object) -> None:
         metrics.count_rebalance()
 
+    @app.task
+    async def _dump_tasks_on_sigusr1() -> None:
+        """``kill -USR1 <pid>`` prints every asyncio task's stack: for a worker that stalls."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
+
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0
+
+
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()} {task.get_coro()!r}", file=sys.stderr)
+        task.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()

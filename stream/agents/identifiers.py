@@ -39,15 +39,19 @@ def register(rt: Any, channel: Any) -> None:
         )
 
     async def release(*, force_before: float | None = None) -> None:
+        # Split the parked list before the first await: the timer and the agent both release,
+        # and a lookup parked while the other one is sending must not be lost.
         mark = global_watermark()
-        keep = []
+        ready, keep = [], []
         for arrived, request in parked:
-            ready = mark is not None and mark >= request["ts"]
-            if ready or (force_before is not None and arrived <= force_before):
-                await answer(request)
+            due = mark is not None and mark >= request["ts"]
+            if due or (force_before is not None and arrived <= force_before):
+                ready.append(request)
             else:
                 keep.append((arrived, request))
         parked[:] = keep
+        for request in ready:
+            await answer(request)
 
     def apply_sightings(rows: list[list[Any]], clock: int | None) -> None:
         touched: dict[str, Any] = {}

@@ -40,7 +40,7 @@ class Policy:
 
     dedupe_window_ms: int = 2 * DAY_MS
     max_age_ms: int = 7 * DAY_MS
-    max_future_ms: int = DAY_MS
+    max_future_ms: int = 30 * DAY_MS
     feedback_horizon_ms: int = 7 * DAY_MS
 
 
@@ -87,7 +87,9 @@ def admit(
     return state, "correction" if gained else "duplicate"
 
 
-def start_round(state: ConversionState, identifiers: dict[str, str]) -> tuple[ConversionState, list]:
+def start_round(
+    state: ConversionState, identifiers: dict[str, str]
+) -> tuple[ConversionState, list]:
     """Begin a resolution round: the identifier keys to look up (may be empty)."""
     state["round"] += 1
     state["pending"] = sorted(set(identifiers.values()))
@@ -158,8 +160,8 @@ def expired(state: ConversionState, clock_ts: int, policy: Policy) -> bool:
     engagement topics during a replay, so the conversions clock can pass a key's horizon while
     its lookups still wait for the engagement watermark.
 
-    >>> state = {"conv": {"ts": 0}, "phase": "lookup"}
-    >>> expired(state, 10 * DAY_MS, Policy()), expired({**state, "phase": "done"}, 10 * DAY_MS, Policy())
+    >>> pending, done = {"conv": {"ts": 0}, "phase": "lookup"}, {"conv": {"ts": 0}, "phase": "done"}
+    >>> expired(pending, 10 * DAY_MS, Policy()), expired(done, 10 * DAY_MS, Policy())
     (False, True)
     """
     if state["phase"] != "done":

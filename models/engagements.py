@@ -75,11 +75,7 @@ def probe(
     rows: list[EngagementRow] = []
     if state is not None:
         horizon = conversion_ts - retention_ms
-        rows = [
-            r
-            for r in state["e"]
-            if r[3] == advertiser_id and horizon <= r[0] <= conversion_ts
-        ]
+        rows = [r for r in state["e"] if r[3] == advertiser_id and horizon <= r[0] <= conversion_ts]
     clicks = [r for r in rows if r[1] == "click"]
     return {
         "user_id": user_id,

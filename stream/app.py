@@ -130,7 +130,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
 
     def channel(*names: str) -> faust.TopicT:
         return app.topic(
-            *(settings.topic(n) for n in names), key_type=str, value_type=bytes,
+            *(settings.topic(n) for n in names),
+            key_type=str,
+            value_type=bytes,
             partitions=settings.partitions,
         )
 

@@ -25,8 +25,12 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 def _kafka_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", help="kafka://HOST:PORT (env CONVSTREAM_BROKER)")
-    p.add_argument("--topic-prefix", help="prefix of every topic name (env CONVSTREAM_TOPIC_PREFIX)")
-    p.add_argument("--partitions", type=int, help="partitions per topic (env CONVSTREAM_PARTITIONS)")
+    p.add_argument(
+        "--topic-prefix", help="prefix of every topic name (env CONVSTREAM_TOPIC_PREFIX)"
+    )
+    p.add_argument(
+        "--partitions", type=int, help="partitions per topic (env CONVSTREAM_PARTITIONS)"
+    )
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -45,12 +49,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from stream.generate import config_from_args, generate, write_replay, write_truth
 
-    overrides = {k: v for k, v in (("seed", args.seed), ("users", args.users),
-                                   ("days", args.days)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("seed", args.seed), ("users", args.users), ("days", args.days))
+        if v is not None
+    }
     lines, truth = generate(config_from_args(args.profile, **overrides))
     write_replay(args.output, lines)
     write_truth(args.truth, truth)
-    print(f"wrote {len(lines)} events to {args.output} and {len(truth)} conversions to {args.truth}")
+    print(
+        f"wrote {len(lines)} events to {args.output} and {len(truth)} conversions to {args.truth}"
+    )
     return 0
 
 
@@ -62,8 +71,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         await ensure_topics(settings)
-        return await produce(settings, lines, rate=args.rate, progress=not args.quiet,
-                             total=len(lines))
+        return await produce(
+            settings, lines, rate=args.rate, progress=not args.quiet, total=len(lines)
+        )
 
     sent = asyncio.run(run())
     print(f"replayed {sent} events to {settings.broker}")
@@ -97,6 +107,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from stream.evaluate_cli import run_evaluate
 
     return run_evaluate(args)
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from stream.quality import run_quality
+
+    return run_quality(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -150,7 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", help="also run the rule baselines offline on this replay")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--report", metavar="PATH", help="also write an HTML report with charts")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("quality", help="event quality per advertiser and event name")
+    _kafka_args(p)
+    p.add_argument("--window-days", type=float, default=7.0, help="event-time window (days)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_quality)
 
     p = sub.add_parser("demo", help="broker + worker + generate + replay + evaluate")
     p.add_argument("--profile", default="default")

@@ -25,8 +25,11 @@ def _say(text: str) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    overrides = {k: v for k, v in (("seed", args.seed), ("users", args.users),
-                                   ("days", args.days)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("seed", args.seed), ("users", args.users), ("days", args.days))
+        if v is not None
+    }
     lines, truth = generate(config_from_args(args.profile, **overrides))
     write_replay(workdir / "replay.jsonl", lines)
     write_truth(workdir / "truth.jsonl", truth)
@@ -67,8 +70,10 @@ def run_demo(args: argparse.Namespace) -> int:
         broker.stop()
     (workdir / "labels.jsonl").write_bytes(b"".join(orjson.dumps(lab) + b"\n" for lab in labels))
     report = evaluate(labels, truth)
-    _say(f"{len(lines)} events -> {len(labels)} labels in {elapsed:.1f} s "
-         f"({len(lines) / elapsed:,.0f} events/s end to end)")
+    _say(
+        f"{len(lines)} events -> {len(labels)} labels in {elapsed:.1f} s "
+        f"({len(lines) / elapsed:,.0f} events/s end to end)"
+    )
     print(report.format_table())
     _say(f"files in {workdir}/: replay.jsonl truth.jsonl labels.jsonl worker.log")
     return 0 if report.as_dict().get("coverage", 0) > 0.99 else 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import orjson
@@ -50,12 +51,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     truth = load_jsonl(args.truth)
     report = evaluate(labels, truth)
     reports = {"worker": report.as_dict()}
+    if args.report:
+        from stream.report import render_report
+
+        print(f"wrote {render_report(labels, truth, args.report)}", file=sys.stderr)
     if args.replay:
         from models.engine import run_offline
         from models.matching.baseline import DeterministicOnly, RuleBaseline
 
         replay = load_jsonl(args.replay)
-        for name, factory in (("rule baseline", RuleBaseline), ("deterministic", DeterministicOnly)):
+        for name, factory in (
+            ("rule baseline", RuleBaseline),
+            ("deterministic", DeterministicOnly),
+        ):
             offline = run_offline(replay, factory, partitions=args.partitions)
             reports[name] = evaluate(offline, truth).as_dict()
     if args.json:

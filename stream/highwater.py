@@ -9,7 +9,6 @@ Against Apache Kafka both agree and this costs one short-lived consumer per reco
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -57,7 +56,7 @@ def install(options: Mapping[str, Any]) -> None:
             return reported
         try:
             return await fetch_highwaters(options, reported)
-        except (asyncio.TimeoutError, OSError) as exc:  # keep Faust's figure rather than stall
+        except (TimeoutError, OSError) as exc:  # keep Faust's figure rather than stall
             self.log.warning("fetch high watermark failed, using ListOffsets: %r", exc)
             return reported
 

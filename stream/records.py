@@ -4,7 +4,7 @@ Each ``parse_*`` takes the raw message value (bytes) and returns a record, or ra
 :class:`Invalid` with a short, fixed reason that becomes the dead-letter reason and metric label.
 Raw PII never survives parsing: emails and phones are hashed here.
 
->>> parse_impression(b'{"event_id":"i1","ts":1,"user_id":"u","advertiser_id":"a",'
+>>> parse_impression(b'{"event_id":"i1","ts":1767571200000,"user_id":"u","advertiser_id":"a",'
 ...                  b'"campaign_id":"c","ad_id":"d","ip":"1.2.3.4"}').ip
 '1.2.3.4'
 >>> parse_impression(b'{"event_id":"i1"}')

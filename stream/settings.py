@@ -61,7 +61,8 @@ class Settings:
     dedupe_window_ms: int = 48 * HOUR_MS
     feedback_horizon_ms: int = 7 * DAY_MS
     max_conversion_age_ms: int = 7 * DAY_MS
-    max_future_ms: int = DAY_MS
+    # Sparse partitions can go days between conversions: only absurd jumps are rejected.
+    max_future_ms: int = 30 * DAY_MS
     attribution_config: str = ""
     checkpoint_every: int = 200
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -8,7 +8,7 @@ import sys
 
 import faust
 
-from stream import metrics
+from stream import health, metrics
 from stream.app import create_app
 from stream.kafka import ensure_topics
 from stream.settings import Settings
@@ -16,7 +16,8 @@ from stream.settings import Settings
 
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
     asyncio.run(ensure_topics(settings))
-    app, _ = create_app(settings)
+    app, rt = create_app(settings)
+    health.register(rt)
     metrics.start_metrics_server(settings.metrics_host, settings.metrics_port)
 
     @app.on_rebalance_complete.connect

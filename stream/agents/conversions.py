@@ -18,9 +18,10 @@ from models.attribution import AttributionConfig
 from models.identity import conversion_identifiers
 from models.matching.model import MatchModel
 from models.partitioning import partition_for
+from models.quality import QualityTracker
 from models.resolve import resolve, select_probe_candidates
 from models.settings_file import AttributionConfigWatcher
-from stream import metrics
+from stream import metrics, quality
 from stream.records import Invalid, parse_conversion, parse_feedback
 
 DEDUPE_METRIC = {"duplicate": "merged", "correction": "correction", "late": "late_dropped"}
@@ -54,6 +55,7 @@ def register(rt: Any, channel: Any) -> None:
     models: dict[int, MatchModel] = {}
     learned: dict[int, int] = defaultdict(int)
     arrivals: dict[str, float] = {}
+    event_quality = QualityTracker()
 
     def model_for(partition: int) -> MatchModel:
         model = models.get(partition)
@@ -90,6 +92,8 @@ def register(rt: Any, channel: Any) -> None:
             await start_round(key, state)
         elif outcome == "duplicate":
             states[key] = state
+            if state["label"] is not None:
+                event_quality.observe(state["conv"], state["label"])
 
     async def start_round(key: str, state: dict[str, Any]) -> None:
         conv = state["conv"]
@@ -98,7 +102,8 @@ def register(rt: Any, channel: Any) -> None:
         states[key] = state
         for ident in lookups:
             await rt.send_keyed(
-                "cs-ident", ident,
+                "cs-ident",
+                ident,
                 {"t": "l", "ck": key, "r": state["round"], "k": ident, "ts": conv["ts"]},
             )
         if not lookups:
@@ -112,9 +117,15 @@ def register(rt: Any, channel: Any) -> None:
         states[key] = state
         for user_id in targets:
             await rt.send_keyed(
-                "cs-probe", user_id,
-                {"ck": key, "r": state["round"], "u": user_id, "adv": conv["advertiser_id"],
-                 "ts": conv["ts"]},
+                "cs-probe",
+                user_id,
+                {
+                    "ck": key,
+                    "r": state["round"],
+                    "u": user_id,
+                    "adv": conv["advertiser_id"],
+                    "ts": conv["ts"],
+                },
             )
         if not targets:
             await finish(key, state)
@@ -125,8 +136,13 @@ def register(rt: Any, channel: Any) -> None:
         conv = state["conv"]
         config = watcher.current() if watcher else default_config
         label, decision = resolve(
-            conv, state["answers"], state["probes"], model,
-            config.for_advertiser(conv["advertiser_id"]), revision=0, emitted_at=_now_ms(),
+            conv,
+            state["answers"],
+            state["probes"],
+            model,
+            config.for_advertiser(conv["advertiser_id"]),
+            revision=0,
+            emitted_at=_now_ms(),
         )
         model.learn_self_supervised(conv, state["answers"], state["probes"], decision)
         checkpoint(partition)
@@ -134,21 +150,25 @@ def register(rt: Any, channel: Any) -> None:
             model.learn_feedback(decision.snapshot, state["feedback"]["user_id"])
         out = coordinator.settle(state, label, decision.snapshot)
         states[key] = state
+        event_quality.observe(conv, state["label"])
         if out is not None:
             await rt.send("labels", key, out, partition=partition)
             metrics.observe_label(out, arrivals.pop(key, time.time()))
             await link_external_id(conv, out)
         stats = model.stats()
         metrics.set_model_quality(
-            auc=stats.get("auc"), logloss=stats.get("logloss"), ece=stats.get("ece")
+            auc=stats.get("auc"), logloss=stats.get("log_loss"), ece=stats.get("ece")
         )
 
     async def link_external_id(conv: dict[str, Any], label: dict[str, Any]) -> None:
         """A deterministic match teaches the index who this advertiser's external_id is."""
         ext = conversion_identifiers(conv["advertiser_id"], conv["user_data"]).get("ext")
         method = label["match_method"]
-        if ext and label["user_id"] and method.startswith("deterministic") and method != (
-            "deterministic:ext"
+        if (
+            ext
+            and label["user_id"]
+            and method.startswith("deterministic")
+            and method != ("deterministic:ext")
         ):
             await rt.send_keyed(
                 "cs-ident", ext, {"t": "x", "k": ext, "u": label["user_id"], "ts": conv["ts"]}
@@ -202,12 +222,17 @@ def register(rt: Any, channel: Any) -> None:
             for topic, n in counts.items():
                 metrics.count_event_in(topic, n)
 
+    @rt.app.timer(interval=10.0)
+    async def publish_event_quality() -> None:
+        quality.publish(event_quality)
+
     @rt.app.timer(interval=5.0)
     async def expire_states() -> None:
         """Drop conversion state past the dedupe and feedback horizons (event time)."""
         active = rt.active_partitions("conversions")
         stale = [
-            key for key, state in states.items()
+            key
+            for key, state in states.items()
             if (partition := partition_for(key, s.partitions)) in active
             and (clock := clocks.get(partition)) is not None
             and coordinator.expired(state, clock, policy)

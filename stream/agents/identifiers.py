@@ -35,7 +35,9 @@ def register(rt: Any, channel: Any) -> None:
             top_k=s.top_k,
         )
         await rt.send_keyed(
-            "cs-answer", request["ck"], {"t": "a", "ck": request["ck"], "r": request["r"], "a": reply}
+            "cs-answer",
+            request["ck"],
+            {"t": "a", "ck": request["ck"], "r": request["r"], "a": reply},
         )
 
     async def release(*, force_before: float | None = None) -> None:
@@ -58,7 +60,11 @@ def register(rt: Any, channel: Any) -> None:
         for key, user_id, first, last, count in rows:
             entry = touched[key] if key in touched else index.get(key)
             touched[key] = add_sighting(
-                entry, user_id, last, count=count, first_ts=first,
+                entry,
+                user_id,
+                last,
+                count=count,
+                first_ts=first,
                 max_users=s.max_users_per_identifier,
             )
         for key, entry in touched.items():

@@ -84,14 +84,17 @@ def register(rt: Any, channel: Any) -> None:
                 retention_ms=s.retention_ms,
             )
             await rt.send_keyed(
-                "cs-answer", request["ck"], {"t": "p", "ck": request["ck"], "r": request["r"],
-                                              "u": request["u"], "a": answer},
+                "cs-answer",
+                request["ck"],
+                {"t": "p", "ck": request["ck"], "r": request["r"], "u": request["u"], "a": answer},
             )
 
     async def forward_sightings(sightings: dict[tuple[str, str], list[int]]) -> None:
         by_partition: dict[int, list[list[Any]]] = defaultdict(list)
         for (key, user_id), (first, last, count) in sightings.items():
-            by_partition[partition_for(key, s.partitions)].append([key, user_id, first, last, count])
+            by_partition[partition_for(key, s.partitions)].append(
+                [key, user_id, first, last, count]
+            )
         marks = {}
         for p in tracker.partitions():
             mark = tracker.watermark(p)

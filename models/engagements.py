@@ -1,10 +1,12 @@
 """A user's ad engagements, kept for attribution and summarized for the match model.
 
 The state is a plain dict ``{"e": [[ts, type, engagement_id, advertiser_id, campaign_id,
-ad_id], ...]}`` sorted by ``(ts, engagement_id)``. Rows older than the
-retention (the longest attribution window) behind the user's partition clock are dropped, and
-each advertiser keeps at most ``max_per_advertiser`` rows, newest first, so a heavy user cannot
-grow state without bound.
+ad_id], ...], "k": {identifier_key: last_ts}}``, engagements sorted by ``(ts, engagement_id)``.
+``k`` remembers which identifiers the user was seen on (newest ``max_keys``), so that a deletion
+request can remove the user from every identifier entry without scanning the index. Rows older
+than the retention (the longest attribution window) behind the user's partition clock are
+dropped, and each advertiser keeps at most ``max_per_advertiser`` rows, newest first, so a heavy
+user cannot grow state without bound.
 
 >>> state = add_engagements(None, [[1_000, "view", "i1", "a1", "c1", "ad1"]], retention_ms=10**9)
 >>> state = add_engagements(state, [[2_000, "click", "k1", "a1", "c1", "ad1"]], retention_ms=10**9)
@@ -22,6 +24,27 @@ ProbeAnswer = dict[str, Any]
 EngagementRow = list[Any]
 
 DEFAULT_MAX_PER_ADVERTISER = 200
+DEFAULT_MAX_KEYS = 256
+
+
+def remember_keys(
+    state: UserState | None, seen: dict[str, int], *, max_keys: int = DEFAULT_MAX_KEYS
+) -> UserState:
+    """Note the identifier keys the user was seen on, with their newest sighting time.
+
+    >>> remember_keys({"e": []}, {"ip:1": 5, "ip:2": 9}, max_keys=1)["k"]
+    {'ip:2': 9}
+    """
+    if state is None:
+        state = {"e": []}
+    known = dict(state.get("k") or {})
+    for key, ts in seen.items():
+        if ts > known.get(key, -1):
+            known[key] = ts
+    if len(known) > max_keys:
+        known = dict(sorted(known.items(), key=lambda kv: (-kv[1], kv[0]))[:max_keys])
+    state["k"] = known
+    return state
 
 
 def add_engagements(

@@ -1,0 +1,148 @@
+"""Conversion-level confidence: P(the best probabilistic candidate is the converter).
+
+From the pair scores of one conversion's candidates it builds a few conversion-level features
+(the best one's share under a one-or-nobody model, the margin to the second, the candidate
+count, the best one's identifier kind and ad engagement) and returns
+
+    P(converter among the candidates | x) * P(best is the converter | among, x)
+
+Both factors are Bayesian online logistic models learned from platform converters (the
+self-supervised examples and feedback that names a user). A converter who is not on the
+platform looks, to these features, like a platform converter absent from the candidates, so
+going from platform converters to all converters only shifts the first factor's prior odds: a
+label shift, estimated by EM from the unlabelled live conversions (``label_shift.py``), plus a
+small residual learned from delayed feedback.
+
+>>> scorer = ConversionScorer()
+>>> best, margin, x = conversion_features({"u1": 3.0, "u2": -1.0}, {"u1": {}, "u2": {}})
+>>> best, round(margin, 2)
+('u1', 0.92)
+>>> 0.5 < scorer.confidence(x, "plain") < 1.0
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+from models.matching.calibration import BetaRate, OnlineLogit, logit
+from models.matching.features import LONG_AGO, Features
+from models.matching.label_shift import LabelShift
+from models.matching.progressive import Progress
+
+#: Prior log-odds shift from platform converters to all converters, per context (deterministic
+#: ids absent: "plain"; present but matching nobody: "unmatched"), used until the label-shift
+#: estimate has seen enough live conversions.
+SHIFT_PRIORS = {"plain": -0.5, "unmatched": -1.2}
+#: Feedback residual on top of the label shift: per context, and whether the best candidate
+#: shares only the address, not the user agent. The latter starts at -1: a housemate who is not
+#: on the platform converts from the address of the one user seen there, which breaks the label
+#: shift's assumption (that such converters look like platform converters with no candidate).
+RESIDUAL_FEATURES = ("plain", "unmatched", "ip_only")
+RESIDUAL_PRIOR = [0.0, 0.0, -1.0]
+CONVERSION_FEATURES = (
+    "bias",
+    "logit_share",
+    "logit_any",
+    "logit_pick",
+    "margin",
+    "log_n",
+    "ipua",
+    "adv",
+    "ip_logdeg",
+    "ip_only",
+    "ip_recency",
+)
+
+
+def _bounded_logit(p: float, bound: float = 6.0) -> float:
+    """A log-odds feature kept in a range where one weight cannot swing the output."""
+    return min(max(logit(p), -bound), bound)
+
+
+def _unit(name: str) -> list[float]:
+    """Prior weights: 1 on one conversion feature, 0 elsewhere (start from the pair scores)."""
+    return [float(n == name) for n in CONVERSION_FEATURES]
+
+
+def conversion_features(
+    logits: dict[str, float], feats: dict[str, Features]
+) -> tuple[str, float, list[float]]:
+    """``(best user, margin, x)`` from the candidates' pair log-odds (at least one)."""
+    ranked = sorted(logits, key=lambda u: -logits[u])
+    top = logits[ranked[0]]
+    odds = [math.exp(logits[u] - top) for u in ranked]
+    total, nobody = sum(odds), math.exp(-top)
+    share = odds[0] / (nobody + total)
+    margin = share - (odds[1] / (nobody + total) if len(odds) > 1 else 0.0)
+    f = feats[ranked[0]]
+    x = [
+        1.0,
+        _bounded_logit(share),
+        _bounded_logit(total / (nobody + total)),
+        _bounded_logit(odds[0] / total),
+        margin,
+        math.log1p(len(ranked)),
+        f.get("ipua", 0.0),
+        f.get("adv", 0.0),
+        f.get("ip_logdeg", 0.0) / 5.0,
+        f.get("ip_only", 0.0),
+        f.get("ip", 0.0) * (LONG_AGO - f.get("ip_age", LONG_AGO)) / LONG_AGO,
+    ]
+    return ranked[0], margin, x
+
+
+def _round3(v: float) -> float:
+    return round(v, 3)
+
+
+def _residual_x(x: list[float], ctx: str) -> list[float]:
+    ipua = x[CONVERSION_FEATURES.index("ipua")]
+    return [float(ctx == "plain"), float(ctx == "unmatched"), 1.0 - ipua]
+
+
+class ConversionScorer:
+    """The two conversion-level factors, the label shift and the feedback residual."""
+
+    def __init__(self) -> None:
+        self.present = OnlineLogit(_unit("logit_any"), prior_var=0.5)
+        self.pick = OnlineLogit(_unit("logit_pick"), prior_var=0.5)
+        self.label_shift = {ctx: LabelShift(prior_shift=m) for ctx, m in SHIFT_PRIORS.items()}
+        self.among_rate = BetaRate(0.75, 10.0)
+        self.residual = OnlineLogit(RESIDUAL_PRIOR, prior_var=0.5)
+        self.progress = Progress()
+
+    def _among_logit(self, x: list[float], ctx: str) -> float:
+        """Log-odds that the converter, whoever it is, is among the candidates."""
+        shift = self.label_shift[ctx].shift(self.among_rate.mean)
+        return self.present.logit(x) + shift + self.residual.logit(_residual_x(x, ctx))
+
+    def confidence(self, x: list[float], ctx: str) -> float:
+        among = 1.0 / (1.0 + math.exp(-self._among_logit(x, ctx)))
+        return among * self.pick.predict(x)
+
+    def observe(self, x: list[float], ctx: str) -> None:
+        """An unlabelled live conversion: input to the label-shift estimate."""
+        self.label_shift[ctx].observe(self.present.predict(x))
+
+    def learn_platform(self, x: list[float], best: str, truth: str, pool: set[str]) -> None:
+        """A platform converter's conversion (self-supervised or feedback naming a user)."""
+        among = truth in pool
+        self.among_rate.update(among)
+        self.progress.update(self.present.predict(x), among)
+        self.present.learn(x, among)
+        if among:
+            self.pick.learn(x, best == truth)
+
+    def learn_feedback(self, x: list[float], ctx: str, among: bool) -> None:
+        """Feedback on any converter: was the converter among the candidates?"""
+        offset = self._among_logit(x, ctx) - self.residual.logit(_residual_x(x, ctx))
+        self.residual.learn(_residual_x(x, ctx), among, offset=offset)
+
+    def stats(self) -> dict[str, object]:
+        shifts = {c: est.shift(self.among_rate.mean) for c, est in self.label_shift.items()}
+        return {
+            "present_auc": self.progress.summary()["auc"],
+            "shift": {c: round(v, 3) for c, v in shifts.items()},
+            "residual": dict(zip(RESIDUAL_FEATURES, map(_round3, self.residual.w), strict=True)),
+        }

@@ -113,13 +113,13 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         )
 
     def table(name: str, value_serializer: str = "orjson") -> Any:
-        return app.Table(
-            name,
-            default=None,
-            partitions=settings.partitions,
-            schema=faust.Schema(key_serializer="str", value_serializer=value_serializer),
-            use_partitioner=True,
-        )
+        t = app.Table(name, default=None, partitions=settings.partitions, use_partitioner=True)
+        # Faust derives a table's codecs from key_type/value_type (json by default) and passes
+        # them explicitly when it writes the changelog, over any schema: set them directly. A
+        # bare UTF-8 key makes Kafka's partitioner put the entry on the partition of its input.
+        t.key_serializer = "str"
+        t.value_serializer = value_serializer
+        return t
 
     rt.tables["users"] = table("users")
     rt.tables["identifiers"] = table("identifiers")
@@ -136,7 +136,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
             partitions=settings.partitions,
         )
 
-    users.register(rt, channel(*ENGAGEMENT_TOPICS, "cs-probe"))
+    users.register(rt, channel(*ENGAGEMENT_TOPICS, "privacy", "cs-probe"))
     identifiers.register(rt, channel("cs-ident"))
     conversions.register(rt, channel("conversions", "feedback", "cs-answer"))
     return app, rt

@@ -58,9 +58,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.replay:
         from models.engine import run_offline
         from models.matching.baseline import DeterministicOnly, RuleBaseline
+        from models.matching.model import MatchModel
 
         replay = load_jsonl(args.replay)
         for name, factory in (
+            ("model offline", MatchModel),
             ("rule baseline", RuleBaseline),
             ("deterministic", DeterministicOnly),
         ):

@@ -164,7 +164,7 @@ async def read_topic(
                         "partition": tp.partition,
                         "offset": r.offset,
                         "key": r.key.decode("utf-8", "replace") if r.key else None,
-                        "value": orjson.loads(r.value),
+                        "value": orjson.loads(r.value) if r.value is not None else None,
                     }
             if follow or batch:
                 continue

@@ -247,6 +247,19 @@ def parse_conversion(raw: bytes | str | None) -> Conversion:
     )
 
 
+@dataclass(slots=True, frozen=True)
+class Deletion:
+    """A user's right-to-be-forgotten request, effective for everything stored about them."""
+
+    user_id: str
+    ts: int
+
+
+def parse_deletion(raw: bytes | str | None) -> Deletion:
+    obj = _load(raw)
+    return Deletion(user_id=_str(obj, "user_id"), ts=_ts(obj))
+
+
 def parse_feedback(raw: bytes | str | None) -> Feedback:
     obj = _load(raw)
     return Feedback(

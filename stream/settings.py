@@ -17,7 +17,7 @@ DAY_MS = 24 * 3600 * 1000
 HOUR_MS = 3600 * 1000
 
 #: Logical topic names; the physical name is ``topic_prefix + name``.
-INPUT_TOPICS = ("impressions", "clicks", "identity", "conversions", "feedback")
+INPUT_TOPICS = ("impressions", "clicks", "identity", "conversions", "feedback", "privacy")
 ENGAGEMENT_TOPICS = ("impressions", "clicks", "identity")
 INTERNAL_TOPICS = ("cs-ident", "cs-answer", "cs-probe")
 OUTPUT_TOPICS = ("labels", "dead-letter")
@@ -47,9 +47,8 @@ class Settings:
     producer_linger_ms: int = 20
     # Completeness: a conversion at T is resolved once every engagement partition has been read
     # past T + allowed lateness, or after the bounded wait, whichever comes first.
-    allowed_lateness_ms: int = 60_000
+    allowed_lateness_ms: int = 300_000
     max_wait_s: float = 10.0
-    idle_source_s: float = 5.0
     # Matching and state bounds (event time).
     identifier_ttl_ms: int = 30 * DAY_MS
     lookback_ms: int = 30 * DAY_MS
@@ -65,6 +64,9 @@ class Settings:
     max_future_ms: int = 30 * DAY_MS
     attribution_config: str = ""
     checkpoint_every: int = 200
+    # The match model learns this far behind its decisions, in event-time order, so that label
+    # confidences do not depend on the order in which topics happened to be read.
+    learning_delay_ms: int = 3_600_000
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def topic(self, name: str) -> str:

@@ -1,63 +1,71 @@
-"""Per-partition event-time watermarks over several input topics, with idle-source detection.
+"""Per-partition event-time watermarks over several input topics.
 
-The watermark of partition p is the smallest, over the topics that are still flowing, of the
-newest event time read on that topic's partition p, minus the allowed lateness. A topic that has
-sent nothing on p for ``idle_s`` of wall time is idle and stops holding the watermark back (as
-Flink's ``withIdleness``); a topic not yet seen on p holds it back for ``idle_s`` after p's first
-event, so a topic that starts late is waited for. The bounded wait covers the rest.
+The watermark of partition p is the smallest, over the topics that still have unread records
+on p, of the newest event time read on that topic's partition p, minus the allowed lateness.
+A topic partition read up to its high watermark holds nothing older back, so it does not hold
+the watermark back either; one the consumer has not fetched yet (high watermark unknown) does.
+Whether a topic partition is caught up comes from the consumer (offset read vs. high
+watermark of the last fetch), never from how long it has been quiet: a busy topic can starve
+a sparse one of fetches for seconds, and wall-clock idleness would then release conversions
+before the sparse topic's older records were read.
 
->>> wm = WatermarkTracker(("clicks", "views"), lateness_ms=10, idle_s=60)
->>> wm.observe("clicks", 0, 1_000, now=0.0); wm.observe("views", 0, 400, now=0.0)
->>> wm.watermark(0, now=1.0)
+>>> highwater = {("clicks", 0): 10, ("views", 0): 50}
+>>> wm = WatermarkTracker(("clicks", "views"), lateness_ms=10, highwater=highwater.get)
+>>> wm.observe("clicks", 0, 1_000, offset=9); wm.observe("views", 0, 400, offset=20)
+>>> wm.watermark(0)  # views still has records 21..49 to read
 390
->>> wm.observe("clicks", 1, 1_000, now=0.0)
->>> wm.watermark(1, now=1.0)  # views not seen yet on partition 1: wait for them a while
->>> wm.observe("clicks", 1, 2_000, now=61.0)
->>> wm.watermark(1, now=61.0)
-1990
->>> wm.watermark(0, now=120.0) is None  # everything idle: no evidence of progress
+>>> wm.observe("views", 0, 1_500, offset=49)
+>>> wm.watermark(0)  # everything read: nothing older is pending
+1490
+>>> wm.watermark(1) is None  # nothing known about partition 1
 True
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
+
+HighwaterFn = Callable[[tuple[str, int]], int | None]
 
 
 class WatermarkTracker:
-    def __init__(self, topics: tuple[str, ...], *, lateness_ms: int, idle_s: float) -> None:
+    def __init__(
+        self, topics: tuple[str, ...], *, lateness_ms: int, highwater: HighwaterFn
+    ) -> None:
         self.topics = topics
         self.lateness_ms = lateness_ms
-        self.idle_s = idle_s
+        self.highwater = highwater
         self._max_ts: dict[tuple[str, int], int] = {}
-        self._last_wall: dict[tuple[str, int], float] = {}
-        self._first_wall: dict[int, float] = {}
+        self._next_offset: dict[tuple[str, int], int] = {}
 
-    def observe(self, topic: str, partition: int, ts: int, *, now: float | None = None) -> None:
+    def observe(self, topic: str, partition: int, ts: int, *, offset: int) -> None:
         key = (topic, partition)
         if ts > self._max_ts.get(key, -1):
             self._max_ts[key] = ts
-        now = time.monotonic() if now is None else now
-        self._last_wall[key] = now
-        self._first_wall.setdefault(partition, now)
+        if offset + 1 > self._next_offset.get(key, 0):
+            self._next_offset[key] = offset + 1
 
-    def watermark(self, partition: int, *, now: float | None = None) -> int | None:
-        now = time.monotonic() if now is None else now
-        started = self._first_wall.get(partition)
-        if started is None:
-            return None
-        waiting_for_first = now - started <= self.idle_s
-        if waiting_for_first and any((t, partition) not in self._max_ts for t in self.topics):
-            return None
-        active = [
-            self._max_ts[(t, partition)]
-            for t in self.topics
-            if (t, partition) in self._max_ts
-            and now - self._last_wall[(t, partition)] <= self.idle_s
-        ]
-        if not active:
-            return None
-        return min(active) - self.lateness_ms
+    def _caught_up(self, key: tuple[str, int]) -> bool:
+        highwater = self.highwater(key)
+        return highwater is not None and self._next_offset.get(key, 0) >= highwater
+
+    def watermark(self, partition: int) -> int | None:
+        holding: list[int] = []
+        newest: list[int] = []
+        for topic in self.topics:
+            key = (topic, partition)
+            seen = self._max_ts.get(key)
+            if seen is not None:
+                newest.append(seen)
+            if self._caught_up(key):
+                continue
+            if seen is None:
+                return None
+            holding.append(seen)
+        if holding:
+            return min(holding) - self.lateness_ms
+        # Everything read: nothing older is pending anywhere.
+        return max(newest) - self.lateness_ms if newest else None
 
     def newest(self, topic: str) -> int | None:
         """Newest event time read on any partition of ``topic`` (for the lag metric)."""

@@ -16,6 +16,7 @@ import orjson
 from models import coordinator
 from models.attribution import AttributionConfig
 from models.identity import conversion_identifiers
+from models.learning_queue import LearningQueue
 from models.matching.model import MatchModel
 from models.partitioning import partition_for
 from models.quality import QualityTracker
@@ -54,6 +55,7 @@ def register(rt: Any, channel: Any) -> None:
     clocks: dict[int, int] = {}
     models: dict[int, MatchModel] = {}
     learned: dict[int, int] = defaultdict(int)
+    queues: dict[int, LearningQueue] = defaultdict(lambda: LearningQueue(s.learning_delay_ms))
     arrivals: dict[str, float] = {}
     event_quality = QualityTracker()
 
@@ -65,9 +67,10 @@ def register(rt: Any, channel: Any) -> None:
             models[partition] = model
         return model
 
-    def checkpoint(partition: int) -> None:
-        learned[partition] += 1
-        if learned[partition] % s.checkpoint_every == 0:
+    def checkpoint(partition: int, steps: int) -> None:
+        before = learned[partition] // s.checkpoint_every
+        learned[partition] += steps
+        if learned[partition] // s.checkpoint_every > before:
             checkpoints[key_for_partition(partition, s.partitions)] = models[partition].dumps()
 
     async def on_conversion(event: Any) -> None:
@@ -134,6 +137,8 @@ def register(rt: Any, channel: Any) -> None:
         partition = partition_for(key, s.partitions)
         model = model_for(partition)
         conv = state["conv"]
+        queue = queues[partition]
+        checkpoint(partition, queue.flush(conv["ts"]))
         config = watcher.current() if watcher else default_config
         label, decision = resolve(
             conv,
@@ -144,10 +149,16 @@ def register(rt: Any, channel: Any) -> None:
             revision=0,
             emitted_at=_now_ms(),
         )
-        model.learn_self_supervised(conv, state["answers"], state["probes"], decision)
-        checkpoint(partition)
-        if state.get("feedback") is not None:
-            model.learn_feedback(decision.snapshot, state["feedback"]["user_id"])
+        answers, probes = state["answers"], state["probes"]
+        queue.push(
+            conv["ts"], key, lambda: model.learn_self_supervised(conv, answers, probes, decision)
+        )
+        if state.get("feedback") is not None and not state["feedback"].get("learned"):
+            truth = state["feedback"]
+            truth["learned"] = True
+            queue.push(
+                truth["ts"], key, lambda: model.learn_feedback(decision.snapshot, truth["user_id"])
+            )
         out = coordinator.settle(state, label, decision.snapshot)
         states[key] = state
         event_quality.observe(conv, state["label"])
@@ -170,9 +181,10 @@ def register(rt: Any, channel: Any) -> None:
             and method.startswith("deterministic")
             and method != ("deterministic:ext")
         ):
-            await rt.send_keyed(
-                "cs-ident", ext, {"t": "x", "k": ext, "u": label["user_id"], "ts": conv["ts"]}
-            )
+            link = {"k": ext, "u": label["user_id"], "ts": conv["ts"]}
+            await rt.send_keyed("cs-ident", ext, {"t": "x", **link})
+            # The user's state remembers the link, so a deletion can reach this entry too.
+            await rt.send_keyed("cs-probe", label["user_id"], {"t": "k", **link})
 
     async def on_answer(msg: dict[str, Any]) -> None:
         key = msg["ck"]
@@ -199,10 +211,13 @@ def register(rt: Any, channel: Any) -> None:
         if state is None:
             return
         if state.get("snapshot") is not None and state["phase"] == "done":
-            model = model_for(partition_for(truth.key, s.partitions))
-            model.learn_feedback(state["snapshot"], truth.user_id)
+            partition = partition_for(truth.key, s.partitions)
+            model, snapshot = model_for(partition), state["snapshot"]
+            queues[partition].push(
+                truth.ts, truth.key, lambda: model.learn_feedback(snapshot, truth.user_id)
+            )
         else:
-            state["feedback"] = {"user_id": truth.user_id}
+            state["feedback"] = {"user_id": truth.user_id, "ts": truth.ts}
             states[truth.key] = state
 
     @rt.app.agent(channel, name="conversions")

@@ -75,6 +75,18 @@ def register(rt: Any, channel: Any) -> None:
             else:
                 index[key] = entry
 
+    def forget(user_id: str, keys: list[str]) -> None:
+        """Remove a deleted user from the entries of every identifier they were seen on."""
+        for key in keys:
+            entry = index.get(key)
+            if entry is None or user_id not in entry["u"]:
+                continue
+            users = {u: row for u, row in entry["u"].items() if u != user_id}
+            if users:
+                index[key] = {"u": users, "d": entry.get("d", 0)}
+            else:
+                index.pop(key, None)
+
     @rt.app.agent(channel, name="identifiers")
     async def identifiers_agent(stream: Any) -> None:
         async for events in stream.take_events(s.batch_size, s.batch_within_s):
@@ -92,6 +104,10 @@ def register(rt: Any, channel: Any) -> None:
                     parked.append((now, msg))
                 elif kind == "x":
                     rows.append([msg["k"], msg["u"], msg["ts"], msg["ts"], 1])
+                elif kind == "f":
+                    apply_sightings(rows, global_watermark())
+                    rows = []
+                    forget(msg["u"], msg["k"])
             apply_sightings(rows, global_watermark())
             await release()
 

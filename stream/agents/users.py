@@ -1,8 +1,10 @@
 """Users agent (key user_id): engagements into the users table, sightings out, probes answered.
 
 One pass per batch: parse every impression, click and identity event, update each touched
-user's engagements once, then send *one* message per identifiers partition holding that batch's
+user's state once, then send *one* message per identifiers partition holding that batch's
 sightings for it plus this worker's watermarks, so sightings and watermarks stay in order.
+A deletion on the ``privacy`` topic drops the user's state, leaves a marker that keeps later
+events of that user out, and tells every identifier entry the user was seen on to forget them.
 """
 
 from __future__ import annotations
@@ -11,12 +13,19 @@ from collections import defaultdict
 from typing import Any
 
 import orjson
+from faust.types import TP
 
-from models.engagements import add_engagements, probe
+from models.engagements import add_engagements, probe, remember_keys
 from models.identity import engagement_identifiers
 from models.partitioning import partition_for
 from stream import metrics
-from stream.records import Invalid, parse_click, parse_identity, parse_impression
+from stream.records import (
+    Invalid,
+    parse_click,
+    parse_deletion,
+    parse_identity,
+    parse_impression,
+)
 from stream.settings import ENGAGEMENT_TOPICS
 from stream.watermarks import WatermarkTracker
 
@@ -26,13 +35,22 @@ PARSERS = {"impressions": parse_impression, "clicks": parse_click, "identity": p
 def register(rt: Any, channel: Any) -> None:
     s = rt.settings
     users = rt.tables["users"]
+
+    def highwater(key: tuple[str, int]) -> int | None:
+        topic, partition = key
+        try:
+            return rt.app.consumer.highwater(TP(s.topic(topic), partition))
+        except Exception:  # noqa: BLE001 - not assigned (yet) or consumer restarting
+            return None
+
     tracker = WatermarkTracker(
-        ENGAGEMENT_TOPICS, lateness_ms=s.allowed_lateness_ms, idle_s=s.idle_source_s
+        ENGAGEMENT_TOPICS, lateness_ms=s.allowed_lateness_ms, highwater=highwater
     )
     sent_marks: dict[int, int] = {}
 
     async def process(events: list[Any]) -> None:
         rows: dict[str, list[list[Any]]] = defaultdict(list)
+        seen_keys: dict[str, dict[str, int]] = defaultdict(dict)
         sightings: dict[tuple[str, str], list[int]] = {}
         probes: list[dict[str, Any]] = []
         counts: dict[str, int] = defaultdict(int)
@@ -42,12 +60,17 @@ def register(rt: Any, channel: Any) -> None:
                 probes.append(orjson.loads(event.message.value))
                 continue
             counts[topic] += 1
+            if topic == "privacy":
+                await apply_deletions(event, rows, seen_keys, sightings)
+                continue
             try:
                 rec = PARSERS[topic](event.message.value)
             except Invalid as exc:
                 await rt.dead_letter(event, exc.reason, str(exc))
                 continue
-            tracker.observe(topic, event.message.partition, rec.ts)
+            tracker.observe(topic, event.message.partition, rec.ts, offset=event.message.offset)
+            if _deleted(users.get(rec.user_id)):
+                continue
             if topic == "identity":
                 keys = engagement_identifiers(
                     rec.ip, rec.user_agent, rec.device_id, em=rec.em, ph=rec.ph
@@ -60,6 +83,8 @@ def register(rt: Any, channel: Any) -> None:
                     [rec.ts, rec.kind, rec.event_id, rec.advertiser_id, rec.campaign_id, rec.ad_id]
                 )
             for _, key in keys:
+                known = seen_keys[rec.user_id]
+                known[key] = max(known.get(key, rec.ts), rec.ts)
                 seen = sightings.get((key, rec.user_id))
                 if seen is None:
                     sightings[(key, rec.user_id)] = [rec.ts, rec.ts, 1]
@@ -70,14 +95,22 @@ def register(rt: Any, channel: Any) -> None:
         for topic, n in counts.items():
             metrics.count_event_in(topic, n)
 
-        for user_id, new_rows in rows.items():
+        for user_id in seen_keys.keys() | rows.keys():
+            state = remember_keys(users.get(user_id), seen_keys.get(user_id, {}))
             users[user_id] = add_engagements(
-                users.get(user_id), new_rows, retention_ms=s.retention_ms
+                state, rows.get(user_id, []), retention_ms=s.retention_ms
             )
         await forward_sightings(sightings)
         for request in probes:
+            if request.get("t") == "k":  # an external id linked to this user by a conversion
+                if not _deleted(users.get(request["u"])):
+                    users[request["u"]] = remember_keys(
+                        users.get(request["u"]), {request["k"]: request["ts"]}
+                    )
+                continue
+            state = users.get(request["u"])
             answer = probe(
-                users.get(request["u"]),
+                None if _deleted(state) else state,
                 request["u"],
                 request["adv"],
                 conversion_ts=request["ts"],
@@ -88,6 +121,31 @@ def register(rt: Any, channel: Any) -> None:
                 request["ck"],
                 {"t": "p", "ck": request["ck"], "r": request["r"], "u": request["u"], "a": answer},
             )
+
+    async def apply_deletions(
+        event: Any,
+        rows: dict[str, list[list[Any]]],
+        seen_keys: dict[str, dict[str, int]],
+        sightings: dict[tuple[str, str], list[int]],
+    ) -> None:
+        """Forget a user everywhere: this batch, the users table, the identifier index."""
+        try:
+            request = parse_deletion(event.message.value)
+        except Invalid as exc:
+            await rt.dead_letter(event, exc.reason, str(exc))
+            return
+        user_id = request.user_id
+        state = users.get(user_id)
+        keys = set((state or {}).get("k") or {}) | set(seen_keys.pop(user_id, {}))
+        rows.pop(user_id, None)
+        for pair in [pair for pair in sightings if pair[1] == user_id]:
+            del sightings[pair]
+        users[user_id] = {"deleted": request.ts}
+        by_partition: dict[int, list[str]] = defaultdict(list)
+        for key in sorted(keys):
+            by_partition[partition_for(key, s.partitions)].append(key)
+        for q, part_keys in by_partition.items():
+            await rt.send("cs-ident", None, {"t": "f", "u": user_id, "k": part_keys}, q)
 
     async def forward_sightings(sightings: dict[tuple[str, str], list[int]]) -> None:
         by_partition: dict[int, list[list[Any]]] = defaultdict(list)
@@ -117,3 +175,7 @@ def register(rt: Any, channel: Any) -> None:
     async def users_agent(stream: Any) -> None:
         async for events in stream.take_events(s.batch_size, s.batch_within_s):
             await process(events)
+
+
+def _deleted(state: dict[str, Any] | None) -> bool:
+    return bool(state) and "deleted" in state

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from stream.cli import build_parser
-from stream.settings import Settings
+from stream.settings import INPUT_TOPICS, INTERNAL_TOPICS, OUTPUT_TOPICS, Settings
 from tests.deploy.promql import PROMETHEUS_CONFIG, REPO
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -24,18 +24,7 @@ DOCKERIGNORE = REPO / ".dockerignore"
 SUBCOMMANDS = {"worker", "broker", "generate", "replay", "labels", "evaluate", "demo", "quality"}
 # Every field of stream.settings.Settings is read from CONVSTREAM_<FIELD>.
 SETTINGS = {f"CONVSTREAM_{f.name.upper()}" for f in dataclasses.fields(Settings)}
-TOPICS = {
-    "impressions",
-    "clicks",
-    "identity",
-    "conversions",
-    "feedback",
-    "labels",
-    "dead-letter",
-    "cs-ident",
-    "cs-answer",
-    "cs-probe",
-}
+TOPICS = {*INPUT_TOPICS, *INTERNAL_TOPICS, *OUTPUT_TOPICS}
 SHELLS = {"sh", "/bin/sh", "bash", "/bin/bash"}
 
 

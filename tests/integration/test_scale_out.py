@@ -1,0 +1,57 @@
+"""One worker or three in one consumer group: the same labels."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from stream.generate import config_from_args, generate
+from stream.kafka import ensure_topics, produce
+from stream.runner import wait_for_labels
+
+pytestmark = pytest.mark.integration
+
+# Workers join the group one after the other; each join is a rebalance. Replay only once the
+# group has settled, so that no partition moves while conversions are being resolved.
+SETTLE_S = 20
+
+
+def _latest(labels):
+    out = {}
+    for lab in sorted(labels, key=lambda lab: lab["revision"]):
+        out[lab["conversion_key"]] = lab
+    return out
+
+
+def test_three_workers_give_the_labels_of_one(settings, start_worker):
+    lines, truth = generate(config_from_args("default", seed=21, users=150, days=4))
+    expected = {row["conversion_key"] for row in truth}
+    results = {}
+    for n in (1, 3):
+        s = settings.replace(
+            topic_prefix=f"{settings.topic_prefix}w{n}.",
+            app_id=f"{settings.app_id}-w{n}",
+            max_wait_s=30.0,
+        )
+        asyncio.run(ensure_topics(s))
+        workers = [start_worker(s, f"w{n}-{i}") for i in range(n)]
+        time.sleep(SETTLE_S)
+        asyncio.run(produce(s, lines))
+        results[n] = _latest(wait_for_labels(s, expected, timeout=240))
+        assert all(w.alive() for w in workers)
+        for w in workers:
+            w.stop()
+
+    one, three = results[1], results[3]
+    assert set(one) == set(three) == expected
+    for k in expected:
+        a, b = one[k], three[k]
+        assert (a["user_id"], a["match_method"]) == (b["user_id"], b["match_method"]), k
+        assert abs(a["match_confidence"] - b["match_confidence"]) <= 1e-9, k
+        credits_a = [(c["engagement_id"], c["credit"], c["label_weight"]) for c in a["credits"]]
+        credits_b = [(c["engagement_id"], c["credit"], c["label_weight"]) for c in b["credits"]]
+        assert len(credits_a) == len(credits_b), k
+        for (ea, ca, wa), (eb, cb, wb) in zip(credits_a, credits_b, strict=True):
+            assert ea == eb and abs(ca - cb) <= 1e-9 and abs(wa - wb) <= 1e-9, k

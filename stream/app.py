@@ -119,6 +119,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         # bare UTF-8 key makes Kafka's partitioner put the entry on the partition of its input.
         t.key_serializer = "str"
         t.value_serializer = value_serializer
+        t._changelog_topic = None  # built at registration with the old codecs; rebuilt lazily
         return t
 
     rt.tables["users"] = table("users")

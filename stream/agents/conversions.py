@@ -7,6 +7,7 @@ replica per conversions partition, checkpointed to the changelogged ``match-mode
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from typing import Any
@@ -24,6 +25,8 @@ from models.resolve import resolve, select_probe_candidates
 from models.settings_file import AttributionConfigWatcher
 from stream import metrics, quality
 from stream.records import Invalid, parse_conversion, parse_feedback
+
+log = logging.getLogger(__name__)
 
 DEDUPE_METRIC = {"duplicate": "merged", "correction": "correction", "late": "late_dropped"}
 
@@ -64,8 +67,22 @@ def register(rt: Any, channel: Any) -> None:
         if model is None:
             blob = checkpoints.get(key_for_partition(partition, s.partitions))
             model = MatchModel.loads(blob) if blob else MatchModel()
+            if blob:
+                log.warning(
+                    "match model of partition %d resumed from its checkpoint (%d pairs learned)",
+                    partition,
+                    model.stats().get("n_learned", 0),
+                )
             models[partition] = model
         return model
+
+    @rt.app.on_partitions_revoked.connect
+    async def _forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        """A partition that moves away takes its model with it; reload it if it comes back."""
+        for tp in revoked:
+            if tp.topic == s.topic("conversions"):
+                models.pop(tp.partition, None)
+                queues.pop(tp.partition, None)
 
     def checkpoint(partition: int, steps: int) -> None:
         before = learned[partition] // s.checkpoint_every

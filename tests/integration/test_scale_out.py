@@ -16,6 +16,10 @@ pytestmark = pytest.mark.integration
 # Workers join the group one after the other; each join is a rebalance. Replay only once the
 # group has settled, so that no partition moves while conversions are being resolved.
 SETTLE_S = 20
+# A replay at full speed moves the watermark in steps of many hours of this sparse test traffic
+# (a batch of 1000 events); the model's learning delay must exceed one step for labels to be
+# identical across runs (live traffic moves it in seconds, hence the 1 h default).
+LEARNING_DELAY_MS = 2 * 24 * 3600 * 1000
 
 
 def _latest(labels):
@@ -34,6 +38,7 @@ def test_three_workers_give_the_labels_of_one(settings, start_worker):
             topic_prefix=f"{settings.topic_prefix}w{n}.",
             app_id=f"{settings.app_id}-w{n}",
             max_wait_s=30.0,
+            learning_delay_ms=LEARNING_DELAY_MS,
         )
         asyncio.run(ensure_topics(s))
         workers = [start_worker(s, f"w{n}-{i}") for i in range(n)]

@@ -140,11 +140,17 @@ def _progress(sent: int, total: int | None, started: float, *, final: bool = Fal
 
 
 async def read_topic(
-    settings: Settings, topic: str, *, follow: bool = False, idle_timeout: float = 1.0
+    settings: Settings,
+    topic: str,
+    *,
+    follow: bool = False,
+    idle_timeout: float = 1.0,
+    raw: bool = False,
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield every record of ``topic`` from the beginning to its current end (or forever).
 
-    Each item is ``{"partition", "offset", "key", "value"}`` with the value decoded as JSON.
+    Each item is ``{"partition", "offset", "key", "value"}`` with the value decoded as JSON
+    (or left as bytes with ``raw``; a tombstone is None either way).
     """
     consumer = AIOKafkaConsumer(
         **client_options(settings), enable_auto_commit=False, auto_offset_reset="earliest"
@@ -164,7 +170,7 @@ async def read_topic(
                         "partition": tp.partition,
                         "offset": r.offset,
                         "key": r.key.decode("utf-8", "replace") if r.key else None,
-                        "value": orjson.loads(r.value) if r.value is not None else None,
+                        "value": r.value if raw or r.value is None else orjson.loads(r.value),
                     }
             if follow or batch:
                 continue

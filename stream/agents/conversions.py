@@ -73,6 +73,8 @@ def register(rt: Any, channel: Any) -> None:
                     partition,
                     model.stats().get("n_learned", 0),
                 )
+            else:
+                log.warning("match model of partition %d starts untrained", partition)
             models[partition] = model
         return model
 

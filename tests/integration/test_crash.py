@@ -21,26 +21,36 @@ def _gist(lab):
 
 
 def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path):
-    # Checkpoint the model often so that the kill lands after several checkpoints.
-    settings = settings.replace(checkpoint_every=20, max_wait_s=15.0)
-    lines, truth = generate(config_from_args("default", seed=31, users=250, days=5))
+    # Checkpoint often: a small replay has few conversions per partition.
+    settings = settings.replace(checkpoint_every=3, max_wait_s=15.0)
+    lines, truth = generate(config_from_args("default", seed=31, users=500, days=5))
     expected = {row["conversion_key"] for row in truth}
+    changelogs = settings.replace(topic_prefix="")
     first = start_worker(settings, "first")
 
-    # Produce at a pace the worker cannot keep up with while it is killed part way through.
-    producing = threading.Thread(
-        target=lambda: asyncio.run(produce(settings, lines, rate=1500)), daemon=True
-    )
-    producing.start()
+    # First half of the replay: labelled, and the model checkpointed.
+    half = len(lines) // 2
+    asyncio.run(produce(settings, lines[:half]))
+    first_keys = {
+        line["value"]["event_id"] for line in lines[:half] if line["topic"] == "conversions"
+    }
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        labelled = asyncio.run(_count_labels(settings))
-        if labelled >= len(expected) // 3:
+        labelled = asyncio.run(_count(settings, "labels"))
+        checkpoints = asyncio.run(_count(changelogs, f"{settings.app_id}-match-models-changelog"))
+        if labelled >= len(first_keys) // 2 and checkpoints:
             break
         time.sleep(1)
+    assert checkpoints, "no model checkpoint was written"
+
+    # Second half: killed while it is being produced and processed.
+    producing = threading.Thread(target=lambda: asyncio.run(produce(settings, lines[half:])))
+    producing.start()
+    time.sleep(1.5)
     first.kill()
     restarted = start_worker(settings, "restarted")
     producing.join(timeout=120)
+    assert not producing.is_alive()
 
     labels = wait_for_labels(settings, expected, timeout=240)
     assert restarted.alive()
@@ -60,5 +70,9 @@ def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path):
     assert "resumed from its checkpoint" in log
 
 
-async def _count_labels(settings) -> int:
-    return len({r["key"] async for r in read_topic(settings, "labels")})
+async def _count(settings, topic: str) -> int:
+    """Distinct keys on a topic so far (0 while it does not exist yet)."""
+    try:
+        return len({r["key"] async for r in read_topic(settings, topic, raw=True)})
+    except RuntimeError:  # the topic does not exist yet
+        return 0

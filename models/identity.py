@@ -392,7 +392,8 @@ def _is_hash_value(value: str) -> bool:
 
 
 def _is_epoch_ms(digits: str) -> bool:
-    return digits.isdigit() and _EPOCH_MS_MIN <= int(digits) < _EPOCH_MS_MAX
+    # Length first: int() refuses runs of more than 4300 digits, and no timestamp is that long.
+    return len(digits) == 13 and digits.isdigit() and _EPOCH_MS_MIN <= int(digits) < _EPOCH_MS_MAX
 
 
 def _text_repl(m: re.Match[str]) -> str:

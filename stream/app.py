@@ -52,13 +52,18 @@ class Runtime:
         topic = self.logical_name(message.topic)
         raw = message.value
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        try:
+            payload = redact_pii(text[:65536])
+            detail = redact_pii(detail) if detail else ""
+        except Exception:  # noqa: BLE001 - never let a hostile payload crash the agent
+            payload, detail = "[payload removed: could not be redacted]", ""
         record = {
             "topic": topic,
             "partition": message.partition,
             "offset": message.offset,
             "reason": reason,
-            "detail": redact_pii(detail) if detail else "",
-            "payload": redact_pii(text[:65536]),
+            "detail": detail,
+            "payload": payload,
         }
         metrics.count_dead_letter(topic, reason)
         await self.send("dead-letter", None, record)

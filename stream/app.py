@@ -53,7 +53,8 @@ class Runtime:
         raw = message.value
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         try:
-            payload = redact_pii(text[:65536])
+            # Redact, then cut: a cut first can split an email and hide it from the redactor.
+            payload = redact_pii(text)[:65536]
             detail = redact_pii(detail) if detail else ""
         except Exception:  # noqa: BLE001 - never let a hostile payload crash the agent
             payload, detail = "[payload removed: could not be redacted]", ""
@@ -135,9 +136,12 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     from stream.agents import conversions, identifiers, users
 
     def channel(*names: str) -> faust.TopicT:
+        # Keys as raw bytes: agents never read them, and a key that is not UTF-8 would make
+        # Faust throw a KeyDecodeError into the agent's stream instead of reaching the parser.
         return app.topic(
             *(settings.topic(n) for n in names),
-            key_type=str,
+            key_type=bytes,
+            key_serializer="raw",
             value_type=bytes,
             partitions=settings.partitions,
         )

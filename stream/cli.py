@@ -189,7 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from stream.kafka import BrokerUnavailable
+
+    try:
+        return args.func(args)
+    except BrokerUnavailable as exc:
+        print(f"convstream: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from stream.settings import INPUT_TOPICS, INTERNAL_TOPICS, OUTPUT_TOPICS, Settings
 
@@ -27,6 +27,33 @@ KEY_FIELDS = {
     "clicks": "user_id",
     "identity": "user_id",
 }
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker cannot be reached or refused convstream's login: one sentence for people."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.sasl_username:
+            how = (
+                f"with SASL/PLAIN as user {settings.sasl_username!r}: authentication failed or "
+                "the broker is unreachable. Check CONVSTREAM_SASL_USERNAME and "
+                "CONVSTREAM_SASL_PASSWORD, and that the broker offers SASL/PLAIN"
+            )
+        else:
+            how = (
+                "without authentication: the broker is unreachable, or it requires SASL "
+                "(set CONVSTREAM_SASL_USERNAME and CONVSTREAM_SASL_PASSWORD)"
+            )
+        super().__init__(f"cannot connect to the Kafka broker at {settings.bootstrap} {how}")
+
+
+async def start_client(client: Any, settings: Settings) -> None:
+    """``await client.start()``; a failed bootstrap (aiokafka swallows the SASL error into a
+    log line and raises 'Unable to bootstrap') becomes :class:`BrokerUnavailable`."""
+    try:
+        await client.start()
+    except KafkaConnectionError as exc:
+        raise BrokerUnavailable(settings) from exc
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -48,7 +75,7 @@ async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
     """Create every topic convstream uses with the configured partition count (idempotent)."""
     names = [settings.topic(n) for n in (*INPUT_TOPICS, *INTERNAL_TOPICS, *OUTPUT_TOPICS)]
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=int(timeout * 1000))
-    await admin.start()
+    await start_client(admin, settings)
     try:
         existing = set(await admin.list_topics())
         missing = [
@@ -94,7 +121,7 @@ async def produce(
 ) -> int:
     """Produce replay lines in order (``rate`` events/s, 0 = as fast as possible)."""
     producer = AIOKafkaProducer(**client_options(settings), linger_ms=20, max_batch_size=262144)
-    await producer.start()
+    await start_client(producer, settings)
     sent = 0
     started = time.monotonic()
     try:
@@ -155,7 +182,7 @@ async def read_topic(
     consumer = AIOKafkaConsumer(
         **client_options(settings), enable_auto_commit=False, auto_offset_reset="earliest"
     )
-    await consumer.start()
+    await start_client(consumer, settings)
     try:
         physical = settings.topic(topic)
         partitions = await _partitions(consumer, physical)

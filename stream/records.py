@@ -229,8 +229,7 @@ def parse_conversion(raw: bytes | str | None) -> Conversion:
     if not isinstance(user_data, dict):
         raise Invalid("schema", "user_data must be an object")
     for name in ("em", "ph", "external_id", "click_id", "client_user_agent", "device_id"):
-        if user_data.get(name) is not None:
-            _str(user_data, name, limit=MAX_UA_LEN)
+        _opt_str(user_data, name, limit=MAX_UA_LEN)  # null or blank: absent, like top level
     _ip(user_data, "client_ip_address")
     value = obj.get("value")
     if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):

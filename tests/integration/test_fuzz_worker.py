@@ -357,15 +357,6 @@ def test_bad_records_everywhere_are_dead_lettered_once_and_good_traffic_still_fl
     assert "Traceback" not in log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="(1) a bad record whose payload holds a run of 4301+ digits makes redact_pii raise "
-    "in Runtime.dead_letter: the users agent crashes and Faust drops the rest of its batch (the "
-    "clicks around it never reach the index: every conversion is labelled 'none'); (2) a "
-    "record whose key is not UTF-8 is never dead-lettered, and on the conversions topic it "
-    "silently stops all labelling. See the proposed diffs to models/identity.py and "
-    "stream/app.py",
-)
 def test_poison_records_neither_drop_good_batches_nor_stall_the_worker(settings, start_worker):
     worker = start_worker(settings)
     lines = [click(i, T0 + i * MIN) for i in range(20)]

@@ -341,13 +341,6 @@ def refusing_broker(request, tmp_path) -> Settings:
     return _settings(broker.url, tmp_path, PASSWORD)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a refused login ends `convstream worker`/`replay` in a KafkaConnectionError "
-    "traceback ('Unable to bootstrap'); against tansu --authentication (no PLAIN: the "
-    "connection is dropped) nothing at all says authentication. See the proposed diff to "
-    "stream/kafka.py and stream/cli.py",
-)
 @pytest.mark.parametrize("command", ["worker", "replay"])
 def test_a_refused_login_ends_in_one_clear_line_not_a_traceback(refusing_broker, tmp_path, command):
     settings = refusing_broker

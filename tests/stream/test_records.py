@@ -332,12 +332,6 @@ def test_conversion_user_data_fields_of_the_wrong_type_are_schema(name, bad):
     assert reason_of(parse_conversion, raw(conversion(user_data=ud))) == "schema"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="records.py validates set user_data fields with _str, so a blank optional em/ph/"
-    "external_id/click_id/device_id/client_user_agent is dead-lettered as missing_field "
-    "(top-level nullable fields treat blank as null); see the proposed diff",
-)
 @pytest.mark.parametrize(
     "name", ["em", "ph", "external_id", "click_id", "device_id", "client_user_agent"]
 )

@@ -12,7 +12,7 @@ from tests.integration.traffic import MIN, T0, click, conversion, key
 
 pytestmark = pytest.mark.integration
 
-N_USERS = 1500
+N_USERS = 800
 
 
 def test_tables_survive_sigkill(settings, start_worker):
@@ -33,7 +33,7 @@ def test_tables_survive_sigkill(settings, start_worker):
     after = [conversion(i, T0 + 20 * MIN + i, click_id=f"clk-{i}") for i in range(1, N_USERS)]
     asyncio.run(produce(settings, after))
     expected = {key(i) for i in range(N_USERS)}
-    labels = wait_for_labels(settings, expected, timeout=150)
+    labels = wait_for_labels(settings, expected, timeout=240)
 
     by_key = {lab["conversion_key"]: lab for lab in labels}
     assert set(by_key) == expected

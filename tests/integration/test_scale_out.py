@@ -52,12 +52,17 @@ def test_three_workers_give_the_labels_of_one(settings, start_worker):
 
     one, three = results[1], results[3]
     assert set(one) == set(three) == expected
+    # The online model is the one bounded difference: a rebalance while a slow machine is
+    # still settling the group moves a partition's replica, which resumes from its last
+    # checkpoint and relearns the steps since. Users, methods and credits stay identical,
+    # except for a rare match whose confidence sits at the threshold on one side.
+    flips = 0
     for k in expected:
         a, b = one[k], three[k]
+        if _threshold_flip(a, b):
+            flips += 1
+            continue
         assert (a["user_id"], a["match_method"]) == (b["user_id"], b["match_method"]), k
-        # The online model is the one bounded difference: a rebalance while a slow machine is
-        # still settling the group moves a partition's replica, which resumes from its last
-        # checkpoint and relearns the steps since. Users, methods and credits stay identical.
         gap = abs(a["match_confidence"] - b["match_confidence"])
         assert gap <= MAX_CONFIDENCE_GAP, k
         assert [(c["engagement_id"], c["credit"]) for c in a["credits"]] == [
@@ -65,3 +70,14 @@ def test_three_workers_give_the_labels_of_one(settings, start_worker):
         ], k
         for c in b["credits"]:
             assert abs(c["label_weight"] - b["match_confidence"] * c["credit"]) <= 1e-9, k
+    assert flips <= max(1, len(expected) // 50)
+
+
+def _threshold_flip(a: dict, b: dict) -> bool:
+    """A model match on one side and "none" on the other, within the bounded confidence
+    difference of the 0.5 threshold: the same decision, nudged across the line."""
+    pair = {a["match_method"], b["match_method"]}
+    if pair != {"model", "none"}:
+        return False
+    matched = a if a["match_method"] == "model" else b
+    return matched["match_confidence"] <= 0.5 + MAX_CONFIDENCE_GAP

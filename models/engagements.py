@@ -47,6 +47,10 @@ def remember_keys(
     return state
 
 
+def _order(row: EngagementRow) -> tuple[int, str]:
+    return row[0], row[2]
+
+
 def add_engagements(
     state: UserState | None,
     rows: list[EngagementRow],
@@ -55,18 +59,35 @@ def add_engagements(
     clock_ts: int | None = None,
     max_per_advertiser: int = DEFAULT_MAX_PER_ADVERTISER,
 ) -> UserState:
-    """Merge engagement rows into ``state``, dedupe by engagement id, prune by event time."""
+    """Merge engagement rows into ``state``, dedupe by engagement id, prune by event time.
+
+    New rows are nearly always newer than the kept ones: they are appended, and the list is
+    re-sorted, pruned or capped only when that can change it (kept rows already are).
+    """
     if state is None:
         state = {"e": []}
-    merged = {row[2]: row for row in state["e"]}
+    kept = state["e"]
+    ids = {row[2] for row in kept}
+    fresh = []
     for row in rows:
-        merged.setdefault(row[2], list(row))
-    newest = max((row[0] for row in merged.values()), default=None)
-    clock = max(v for v in (clock_ts, newest) if v is not None) if merged else clock_ts
-    horizon = (clock - retention_ms) if clock is not None else None
-    kept = [r for r in merged.values() if horizon is None or r[0] >= horizon]
-    kept.sort(key=lambda r: (r[0], r[2]))
-    state["e"] = _cap_per_advertiser(kept, max_per_advertiser)
+        if row[2] not in ids:
+            ids.add(row[2])
+            fresh.append(list(row))
+    if fresh:
+        fresh.sort(key=_order)
+        if kept and _order(fresh[0]) < _order(kept[-1]):
+            kept = sorted(kept + fresh, key=_order)
+        else:
+            kept = kept + fresh
+    clock = clock_ts
+    if kept:
+        clock = kept[-1][0] if clock_ts is None else max(clock_ts, kept[-1][0])
+    if clock is not None and kept and kept[0][0] < clock - retention_ms:
+        horizon = clock - retention_ms
+        kept = [r for r in kept if r[0] >= horizon]
+    if len(kept) > max_per_advertiser:
+        kept = _cap_per_advertiser(kept, max_per_advertiser)
+    state["e"] = kept
     return state
 
 

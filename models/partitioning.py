@@ -11,6 +11,8 @@ True
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
@@ -45,6 +47,7 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+@lru_cache(maxsize=1 << 17)
 def partition_for(key: str | bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` (``murmur2 & 0x7fffffff``).
 

@@ -89,6 +89,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     from stream.kafka import client_options
 
     highwater.install(client_options(settings))
+    highwater.install_fetch_wait(settings.fetch_max_wait_ms)
     app = faust.App(
         settings.app_id,
         broker=settings.broker,
@@ -104,6 +105,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
         producer_linger_ms=settings.producer_linger_ms,
+        producer_max_batch_size=settings.producer_max_batch_size,
         stream_buffer_maxsize=4 * settings.batch_size,
         web_enabled=False,
         web_host=settings.web_host,

@@ -43,8 +43,17 @@ class Settings:
     ssl_cafile: str = ""
     # Batching.
     batch_size: int = 1000
-    batch_within_s: float = 0.05
-    producer_linger_ms: int = 20
+    # Every hop through an internal topic (lookup, answer, probe, answer) waits up to
+    # batch_within_s + producer_linger_ms + fetch_max_wait_ms: these three set the latency.
+    batch_within_s: float = 0.02
+    producer_linger_ms: int = 10
+    # Bytes per partition batch; Faust's 16 KiB default fills after a few changelog entries and
+    # turns every few table writes into a produce request of its own.
+    producer_max_batch_size: int = 262_144
+    # Longest a fetch may wait for data. Faust hardcodes 1500 ms, and tansu holds a fetch for
+    # much of it even when data arrives, which every internal hop (lookup, answer, probe,
+    # answer) pays.
+    fetch_max_wait_ms: int = 50
     # Completeness: a conversion at T is resolved once every engagement partition has been read
     # past T + allowed lateness, or after the bounded wait, whichever comes first.
     allowed_lateness_ms: int = 300_000

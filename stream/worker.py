@@ -31,6 +31,9 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
         loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
 
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # Faust's terminal spinner sets the root logger to DEBUG so that it turns on every record:
+    # every aiokafka and Faust debug call then builds a LogRecord. A worker needs no spinner.
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0
 

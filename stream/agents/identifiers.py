@@ -7,7 +7,10 @@ watermark at or past T (so every sighting up to T is in the index), or until the
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
+from collections import deque
 from typing import Any
 
 import orjson
@@ -19,7 +22,18 @@ def register(rt: Any, channel: Any) -> None:
     s = rt.settings
     index = rt.tables["identifiers"]
     marks: dict[int, int] = {}
-    parked: list[tuple[float, dict[str, Any]]] = []
+    # Parked lookups by id, indexed twice: a heap by event time (released by the watermark)
+    # and a queue by arrival (released by the bounded wait). Stale index entries are skipped.
+    parked: dict[int, dict[str, Any]] = {}
+    by_ts: list[tuple[int, int]] = []
+    by_arrival: deque[tuple[float, int]] = deque()
+    ids = itertools.count()
+
+    def park(now: float, request: dict[str, Any]) -> None:
+        n = next(ids)
+        parked[n] = request
+        heapq.heappush(by_ts, (request["ts"], n))
+        by_arrival.append((now, n))
 
     def global_watermark() -> int | None:
         if len(marks) < s.partitions:
@@ -41,17 +55,19 @@ def register(rt: Any, channel: Any) -> None:
         )
 
     async def release(*, force_before: float | None = None) -> None:
-        # Split the parked list before the first await: the timer and the agent both release,
-        # and a lookup parked while the other one is sending must not be lost.
+        # Collect before the first await: the timer and the agent both release, and a lookup
+        # parked while the other one is sending must not be lost. Each pop is O(log n): the
+        # old scan of every parked lookup per batch grew with the backlog.
         mark = global_watermark()
-        ready, keep = [], []
-        for arrived, request in parked:
-            due = mark is not None and mark >= request["ts"]
-            if due or (force_before is not None and arrived <= force_before):
+        ready = []
+        while by_ts and mark is not None and by_ts[0][0] <= mark:
+            request = parked.pop(heapq.heappop(by_ts)[1], None)
+            if request is not None:
                 ready.append(request)
-            else:
-                keep.append((arrived, request))
-        parked[:] = keep
+        while by_arrival and force_before is not None and by_arrival[0][0] <= force_before:
+            request = parked.pop(by_arrival.popleft()[1], None)
+            if request is not None:
+                ready.append(request)
         for request in ready:
             await answer(request)
 
@@ -101,7 +117,7 @@ def register(rt: Any, channel: Any) -> None:
                         if mark > marks.get(int(p), -1):
                             marks[int(p)] = mark
                 elif kind == "l":
-                    parked.append((now, msg))
+                    park(now, msg)
                 elif kind == "x":
                     rows.append([msg["k"], msg["u"], msg["ts"], msg["ts"], 1])
                 elif kind == "f":

@@ -44,7 +44,10 @@ def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path):
     assert checkpoints, "no model checkpoint was written"
 
     # Second half: killed while it is being produced and processed.
-    producing = threading.Thread(target=lambda: asyncio.run(produce(settings, lines[half:])))
+    # Paced, so the kill lands mid-replay however fast the worker is.
+    producing = threading.Thread(
+        target=lambda: asyncio.run(produce(settings, lines[half:], rate=1000))
+    )
     producing.start()
     time.sleep(1.5)
     first.kill()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 
 import faust
 
-from stream import health, metrics
+from stream import health, logs, metrics
 from stream.app import create_app
 from stream.kafka import ensure_topics
 from stream.settings import Settings
@@ -30,12 +31,18 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
 
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG so that it turns on every record:
     # every aiokafka and Faust debug call then builds a LogRecord. A worker needs no spinner.
     worker.spinner = None
     worker.execute_from_commandline()
     return 0
+
+
+class Worker(faust.Worker):
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        logs.thin_repeats(logger)  # a broker outage logs ~80 client errors a second
 
 
 def _dump_tasks() -> None:

@@ -27,11 +27,16 @@ def build_app(env: dict[str, str]):  # noqa: ANN201 - faust.App
     import faust
     import orjson
 
+    from stream import highwater
+    from stream.settings import Settings
+
+    tuned = Settings()  # the worker's defaults for everything that sets batching and latency
+    highwater.install_fetch_wait(tuned.fetch_max_wait_ms)
     prefix = env["BENCH_PREFIX"]
     partitions = int(env["BENCH_PARTITIONS"])
     expected = int(env["BENCH_EXPECTED"])
-    batch_size = int(env.get("BENCH_BATCH_SIZE", "1000"))
-    within = float(env.get("BENCH_BATCH_WITHIN_S", "0.05"))
+    batch_size = int(env.get("BENCH_BATCH_SIZE", tuned.batch_size))
+    within = float(env.get("BENCH_BATCH_WITHIN_S", tuned.batch_within_s))
     result = Path(env["BENCH_RESULT"])
     app = faust.App(
         env["BENCH_APP_ID"],
@@ -45,7 +50,8 @@ def build_app(env: dict[str, str]):  # noqa: ANN201 - faust.App
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
-        producer_linger_ms=20,
+        producer_linger_ms=tuned.producer_linger_ms,
+        producer_max_batch_size=tuned.producer_max_batch_size,
         stream_buffer_maxsize=4 * batch_size,
         web_enabled=False,
         web_host="127.0.0.1",
@@ -92,6 +98,8 @@ def main() -> int:
 
     app = build_app(dict(os.environ))
     worker = faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False)
+    if os.environ.get("BENCH_SPINNER", "off") == "off":
+        worker.spinner = None  # as a worker that turns Faust's DEBUG-level spinner off
     worker.execute_from_commandline()
     return 0
 
@@ -106,6 +114,7 @@ class FaustFloor:
     expected: int
     workdir: Path
     web_port: int
+    spinner: str = "off"
     process: subprocess.Popen | None = None
 
     @property
@@ -128,6 +137,7 @@ class FaustFloor:
             "BENCH_RESULT": str(self.result_path),
             "BENCH_DATADIR": str(self.workdir / "floor-data"),
             "BENCH_WEB_PORT": str(self.web_port),
+            "BENCH_SPINNER": self.spinner,
         }
         log = open(self.workdir / "faust-floor.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(

@@ -71,9 +71,14 @@ def ticks(after_ts: int, partitions: int) -> list[dict[str, Any]]:
 
 
 def sized_replay(
-    events: int, *, seed: int = 7, partitions: int = 4, lateness_ms: int = 60_000
+    events: int, *, seed: int = 7, partitions: int = 4, lateness_ms: int | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """A default-profile replay of about ``events`` input events, ticks appended, and its truth."""
+    """A default-profile replay of about ``events`` input events, ticks appended, and its truth.
+
+    ``lateness_ms`` must be the workers' ``allowed_lateness_ms`` (default: the Settings default).
+    """
+    if lateness_ms is None:
+        lateness_ms = Settings().allowed_lateness_ms
     lines, truth = generate(
         config_from_args("default", seed=seed, users=users_for(events), days=DAYS)
     )

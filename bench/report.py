@@ -17,6 +17,7 @@ class FloorResult:
     seconds: float
     cpu_seconds: float | None
     peak_rss_mib: float | None
+    spinner: str = "off"
 
     @property
     def rate(self) -> float:
@@ -95,7 +96,8 @@ def _throughput(r: Results) -> list[str]:
     f = r.faust
     if f:
         out.append(
-            f"| 2. bare Faust passthrough (take_events 1000/50 ms) | {f.events:,} | "
+            f"| 2. bare Faust passthrough (tuned as the worker, spinner {f.spinner}) | "
+            f"{f.events:,} | "
             f"{_n(f.seconds, 1)} | {_n(f.rate)} | {_n(_per_cpu(f.events, f.cpu_seconds))} |"
         )
     p = r.pipeline
@@ -104,7 +106,12 @@ def _throughput(r: Results) -> list[str]:
             f"| 3. convstream worker, first input to last label | {p.events:,} | "
             f"{_n(p.seconds, 1)} | {_n(p.rate)} | {_n(p.cpu_rate)} |"
         )
-        if p.consume_seconds:
+        if not p.consume_seconds:
+            out.append(
+                f"| 3a. (the worker's events_in counter reached {p.counted:,} of {p.events:,}) "
+                "| | | | |"
+            )
+        else:
             out.append(
                 f"| 3a. convstream worker, first to last input consumed | {p.events:,} | "
                 f"{_n(p.consume_seconds, 1)} | {_n(p.events / p.consume_seconds)} | |"

@@ -79,13 +79,23 @@ def stage_raw(
 
 
 def stage_faust(
-    lines: list[dict[str, Any]], workdir: Path, partitions: int, profile: Path | None
+    lines: list[dict[str, Any]],
+    workdir: Path,
+    partitions: int,
+    profile: Path | None,
+    spinner: str = "off",
 ) -> FloorResult:
     with _broker(workdir, "faust") as broker:
         settings = _input_settings(broker, partitions)
         asyncio.run(_preload(settings, lines))
         with FaustFloor(
-            broker.url, settings.topic_prefix, partitions, len(lines), workdir, free_port()
+            broker.url,
+            settings.topic_prefix,
+            partitions,
+            len(lines),
+            workdir,
+            free_port(),
+            spinner=spinner,
         ) as floor:
             profiler = Profiler(floor.process.pid, profile).start() if profile else None
             try:
@@ -99,6 +109,7 @@ def stage_faust(
         seconds=result["last"] - result["first"],
         cpu_seconds=result.get("cpu_s"),
         peak_rss_mib=rss,
+        spinner=spinner,
     )
 
 
@@ -123,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="CONVSTREAM_NAME=VALUE",
         help="a setting for the convstream workers (repeatable), e.g. to compare tunings",
+    )
+    parser.add_argument(
+        "--floor-spinner",
+        choices=("on", "off"),
+        default="off",
+        help="Faust's terminal spinner in stage 2 (off, as stream/worker.py runs it)",
     )
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
@@ -157,10 +174,11 @@ def run_bench(argv: list[str]) -> Results:
     worker_env = dict(item.split("=", 1) for item in args.worker_env)
     results.worker_env = worker_env
     results.notes = list(args.note)
+    lateness = Settings.from_env(worker_env).allowed_lateness_ms  # where the ticks must land
     started = time.monotonic()
     lines: list[dict[str, Any]] = []
     if stages:
-        lines, _ = sized_replay(events, seed=args.seed, partitions=p)
+        lines, _ = sized_replay(events, seed=args.seed, partitions=p, lateness_ms=lateness)
         results.events = len(lines)
         _say(f"replay: {len(lines):,} input events, {results.users:,} users")
 
@@ -170,7 +188,9 @@ def run_bench(argv: list[str]) -> Results:
         _say(f"1. raw passthrough: {', '.join(f'{r.rate:,.0f}' for r in results.raw)} ev/s")
 
     if "faust" in stages:
-        results.faust = stage_faust(lines, workdir, p, args.profile and args.profile / "floor.txt")
+        results.faust = stage_faust(
+            lines, workdir, p, args.profile and args.profile / "floor.txt", args.floor_spinner
+        )
         _say(f"2. bare Faust passthrough: {results.faust.rate:,.0f} ev/s")
 
     if "pipeline" in stages:
@@ -191,7 +211,9 @@ def run_bench(argv: list[str]) -> Results:
             raise SystemExit("--stages latency without pipeline needs --latency-rate")
         paced = lines
         if args.latency_events:
-            paced, _ = sized_replay(args.latency_events, seed=args.seed, partitions=p)
+            paced, _ = sized_replay(
+                args.latency_events, seed=args.seed, partitions=p, lateness_ms=lateness
+            )
         _say(f"latency: {len(paced):,} events at {rate:,.0f} ev/s (~{len(paced) / rate:,.0f} s)")
         with _broker(workdir, "latency") as broker:
             results.latency = run_latency(
@@ -206,7 +228,7 @@ def run_bench(argv: list[str]) -> Results:
         elif args.smoke:
             sizes = (1_000, SMOKE_EVENTS)
         for size in sizes:
-            scaled, _ = sized_replay(size, seed=args.seed, partitions=p)
+            scaled, _ = sized_replay(size, seed=args.seed, partitions=p, lateness_ms=lateness)
             _say(f"scaling: {len(scaled):,} events")
             with _broker(workdir, f"scale-{size}") as broker:
                 t = run_throughput(

@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 # .dockerignore keeps the context to what `pip install .` needs.
 COPY . .
-RUN pip install . \
+RUN pip install ".[rocksdb]" \
     && useradd --system --create-home --uid 10001 convstream \
     && mkdir -p /data \
     && chown convstream:convstream /data

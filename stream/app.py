@@ -90,6 +90,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
 
     highwater.install(client_options(settings))
     highwater.install_fetch_wait(settings.fetch_max_wait_ms)
+    if settings.store.startswith("rocksdb:"):
+        from stream import store
+
+        store.install()
     app = faust.App(
         settings.app_id,
         broker=settings.broker,

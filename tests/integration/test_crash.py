@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +21,10 @@ def _gist(lab):
     return lab["user_id"], lab["match_method"], lab["match_confidence"], credits
 
 
-def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path):
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, store):
     # Checkpoint often: a small replay has few conversions per partition.
-    settings = settings.replace(checkpoint_every=3, max_wait_s=15.0)
+    settings = settings.replace(checkpoint_every=3, max_wait_s=15.0, store=store)
     lines, truth = generate(config_from_args("default", seed=31, users=500, days=5))
     expected = {row["conversion_key"] for row in truth}
     changelogs = settings.replace(topic_prefix="")
@@ -71,6 +73,9 @@ def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path):
     # The model picked up from its checkpoint instead of starting over.
     log = (tmp_path / "restarted.log").read_text()
     assert "resumed from its checkpoint" in log
+    if store == "rocksdb://":  # the state is on disk, one database per table partition
+        tables = {p.name for p in Path(settings.data_dir).glob("**/tables/*.db")}
+        assert {f"identifiers-{p}.db" for p in range(settings.partitions)} <= tables
 
 
 async def _count(settings, topic: str) -> int:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import growth
+from bench.growth import GrowthResult
 from bench.passthrough import PassResult
 from bench.pipeline import LatencyResult, ThroughputResult
 
@@ -40,6 +42,8 @@ class Results:
     pipeline: ThroughputResult | None = None
     latency: LatencyResult | None = None
     scaling: list[tuple[int, int, ThroughputResult]] = field(default_factory=list)
+    growth: list[GrowthResult] = field(default_factory=list)
+    growth_marks: tuple[int, ...] = ()
 
     @property
     def raw_median(self) -> PassResult | None:
@@ -234,6 +238,8 @@ def markdown(r: Results) -> str:
     if r.raw or r.faust or r.pipeline:
         out += _throughput(r)
     out += _pipeline(r) + _latency(r) + _scaling(r)
+    if r.growth:
+        out += ["", *growth.markdown(r.growth, r.growth_marks)]
     if r.notes:
         out += ["", *(f"Note: {note}" for note in r.notes)]
     return "\n".join(out) + "\n"

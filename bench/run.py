@@ -8,7 +8,9 @@ Stages, each on a fresh embedded tansu broker on 127.0.0.1 with the same generat
 3. ``pipeline``: the convstream worker draining the preloaded replay, first input to last
    label, with peak RSS and state size; ``latency``: a paced run at half that rate.
 
-``--scaling`` adds stage 3 at 10k, 100k and 1M input events. ``--smoke`` runs everything tiny and
+``--scaling`` adds stage 3 at 10k, 100k and 1M input events, and the state-growth stage
+(:mod:`bench.growth`: RSS while the identifier index grows past a million entries, per store;
+``--growth EVENTS`` runs it alone or at another size). ``--smoke`` runs everything tiny and
 does not touch ``BENCHMARKS.md``. Every broker and process it starts is stopped, even on error.
 """
 
@@ -27,6 +29,7 @@ from typing import Any
 
 from bench import procfs
 from bench.faust_floor import FaustFloor
+from bench.growth import ENTRIES_PER_EVENT, run_growth
 from bench.passthrough import OUTPUT, PassResult, raw_passthrough
 from bench.pipeline import Profiler, run_latency, run_throughput
 from bench.replay import produce_timed, sized_replay, users_for
@@ -40,6 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_EVENTS = 250_000
 SMOKE_EVENTS = 3_000
 SCALING_SIZES = (10_000, 100_000, 1_000_000)
+GROWTH_EVENTS = 320_000  # x4 identifiers each: 1.28M index entries
+GROWTH_MARKS = (100_000, 250_000, 500_000, 1_000_000)
 STAGES = ("raw", "faust", "pipeline", "latency")
 
 
@@ -140,6 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("on", "off"),
         default="off",
         help="Faust's terminal spinner in stage 2 (off, as stream/worker.py runs it)",
+    )
+    parser.add_argument(
+        "--growth",
+        type=int,
+        metavar="EVENTS",
+        help=f"state-growth stage: identity events, 4 identifiers each ({GROWTH_EVENTS:,} "
+        "with --scaling, 0 to skip)",
+    )
+    parser.add_argument(
+        "--growth-stores",
+        default="memory://,rocksdb://",
+        help="stores the growth stage compares",
     )
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
@@ -243,6 +260,27 @@ def run_bench(argv: list[str]) -> Results:
             _say(f"scaling: {len(scaled):,} events -> {t.rate:,.0f} ev/s")
         if not results.events and results.scaling:
             results.events, results.users = results.scaling[-1][0], results.scaling[-1][1]
+
+    growth_events = args.growth
+    if growth_events is None:
+        growth_events = 2_000 if args.smoke else GROWTH_EVENTS if args.scaling else 0
+    if growth_events:
+        results.growth_marks = tuple(
+            m for m in GROWTH_MARKS if m < growth_events * ENTRIES_PER_EVENT
+        ) or (growth_events,)
+        for store in args.growth_stores.split(","):
+            _say(f"growth: {growth_events:,} identity events, store {store}")
+            with _broker(workdir, f"growth-{store.split(':')[0]}") as broker:
+                g = run_growth(
+                    broker.url,
+                    growth_events,
+                    workdir,
+                    store=store,
+                    partitions=p,
+                    worker_env=worker_env,
+                )
+            results.growth.append(g)
+            _say(f"growth: {store} final {g.final}")
 
     results.seconds = time.monotonic() - started
     results.load_after = os.getloadavg()

@@ -124,8 +124,22 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
             physical, key_type=str, value_type=bytes, partitions=settings.partitions
         )
 
+    def options() -> dict[str, Any] | None:
+        if not settings.store.startswith("rocksdb:"):
+            return None
+        from stream import store
+
+        # A fresh dict per table: Faust's store pops keys from the one it is given.
+        return store.table_options(settings.rocksdb_write_buffer_mb, settings.rocksdb_cache_mb)
+
     def table(name: str, value_serializer: str = "orjson") -> Any:
-        t = app.Table(name, default=None, partitions=settings.partitions, use_partitioner=True)
+        t = app.Table(
+            name,
+            default=None,
+            partitions=settings.partitions,
+            use_partitioner=True,
+            options=options(),
+        )
         # Faust derives a table's codecs from key_type/value_type (json by default) and passes
         # them explicitly when it writes the changelog, over any schema: set them directly. A
         # bare UTF-8 key makes Kafka's partitioner put the entry on the partition of its input.

@@ -32,6 +32,9 @@ class Settings:
     topic_prefix: str = ""
     partitions: int = 4
     store: str = "memory://"
+    # rocksdb:// only: memtable size per table partition (two of them), one block cache in all.
+    rocksdb_write_buffer_mb: int = 4
+    rocksdb_cache_mb: int = 64
     data_dir: str = "./convstream-data"
     web_host: str = "127.0.0.1"
     web_port: int = 6066

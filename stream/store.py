@@ -10,6 +10,11 @@ probing every partition's database.
 
 It also counts entries from RocksDB's own estimate: Faust's ``len(table)`` scans every key,
 and the worker's health timer asks for it every 5 seconds.
+
+Memory is bounded by settings, not by state: Faust opens every database (one per table and
+partition) with three 64 MiB memtables and a 2 GiB block cache of its own, so a table smaller
+than its memtables never leaves memory. Here each database has ``rocksdb_write_buffer_mb``
+memtables (two) and all of a worker's databases share one ``rocksdb_cache_mb`` block cache.
 """
 
 from __future__ import annotations
@@ -19,14 +24,55 @@ from typing import Any
 
 from faust.stores import STORES
 from faust.stores import rocksdb as faust_rocksdb
+from faust.stores.rocksdb import RocksDBOptions
 
 from models.partitioning import partition_for
 
 SCHEME = "rocksdb"
+MIB = 1 << 20
+_shared_caches: dict[int, Any] = {}
+
+
+def table_options(write_buffer_mb: int, cache_mb: int) -> dict[str, Any]:
+    """``Table(options=...)`` for a RocksDB-backed table: bounded memtables, shared cache."""
+    return {
+        "write_buffer_size": write_buffer_mb * MIB,
+        "max_write_buffer_number": 2,
+        "block_cache_size": cache_mb * MIB,
+    }
+
+
+class BoundedOptions(RocksDBOptions):
+    """Faust's options, with one block cache of ``block_cache_size`` for every database."""
+
+    def as_options(self) -> Any:
+        import rocksdict
+
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        if self.max_open_files is not None:
+            options.set_max_open_files(self.max_open_files)
+        options.set_write_buffer_size(self.write_buffer_size)
+        options.set_max_write_buffer_number(self.max_write_buffer_number)
+        options.set_target_file_size_base(self.target_file_size_base)
+        cache = _shared_caches.get(self.block_cache_size)
+        if cache is None:
+            cache = _shared_caches[self.block_cache_size] = rocksdict.Cache(self.block_cache_size)
+        table = rocksdict.BlockBasedOptions()
+        table.set_bloom_filter(self.bloom_filter_size, block_based=True)
+        table.set_block_cache(cache)
+        table.set_cache_index_and_filter_blocks(True)  # index and filters count against it too
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(table)
+        return options
 
 
 class Store(faust_rocksdb.Store):
     """Faust's RocksDB store with partitions picked by key (Kafka's default partitioner)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rocksdb_options = BoundedOptions(**self.options, use_rocksdict=True)
 
     def _partition(self, key: bytes) -> int:
         return partition_for(key, self.table.partitions)

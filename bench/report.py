@@ -216,13 +216,19 @@ def _scaling(r: Results) -> list[str]:
     return out
 
 
+def _title(r: Results) -> str:
+    if not r.events and r.growth:
+        return f"state growth, {r.growth[0].events:,} identity events"
+    return f"{r.events:,} input events ({r.users:,} users, 14 days)"
+
+
 def markdown(r: Results) -> str:
     """The results as Markdown that reads the same in a terminal and in BENCHMARKS.md."""
     f = r.facts
     load = "/".join(f"{x:.1f}" for x in r.load_before)
     load_end = "/".join(f"{x:.1f}" for x in r.load_after)
     out = [
-        f"## {dt.date.today().isoformat()}: {r.events:,} input events ({r.users:,} users, 14 days)",
+        f"## {dt.date.today().isoformat()}: {_title(r)}",
         "",
         f"Machine: {f['cores']} cores ({f['cpu']}), {f['mem_gib']} GiB RAM; Python {f['python']}, "
         f"{f['tansu']} (memory storage, 127.0.0.1), faust-streaming {f['faust']}, "

@@ -5,8 +5,10 @@ user states; a conversion waits until engagements have been read past its event 
 allowed lateness (the stream's watermark), then is looked up, probed and resolved by the match
 model of its partition (Kafka's murmur2 of the conversion key). A later copy that brings new
 identifiers re-resolves it, and a changed label goes out with the next revision. Feedback
-teaches the partition's model from the stored snapshot. ``convstream evaluate --replay`` runs
-this for the model and the baselines side by side.
+teaches the partition's model from the stored snapshot. As in the worker, every learning step
+(self-supervised or feedback) waits in the partition's :class:`LearningQueue` and is applied in
+event-time order ``learning_delay_ms`` behind the decisions. ``convstream evaluate --replay``
+runs this for the model and the baselines side by side.
 
 >>> from models.matching.baseline import RuleBaseline
 >>> T = 1_767_571_200_000
@@ -33,10 +35,12 @@ from models.dedupe import conversion_key
 from models.engagements import add_engagements, probe
 from models.identity import conversion_identifiers, engagement_identifiers, hash_user_data
 from models.index import DEFAULT_MAX_USERS, add_sighting, lookup
+from models.learning_queue import LearningQueue
 from models.partitioning import partition_for
 from models.resolve import external_id_link, resolve, select_probe_candidates
 
 DAY_MS = 24 * 3600 * 1000
+HOUR_MS = 3600 * 1000
 ENGAGEMENT_TOPICS = {"impressions": "view", "clicks": "click", "identity": None}
 
 
@@ -56,8 +60,9 @@ class OfflineEngine:
         top_k: int = 8,
         max_candidates: int = 12,
         max_users: int = DEFAULT_MAX_USERS,
-        allowed_lateness_ms: int = 60_000,
+        allowed_lateness_ms: int = 300_000,
         dedupe_window_ms: int = 2 * DAY_MS,
+        learning_delay_ms: int = HOUR_MS,
     ) -> None:
         self.partitions = partitions
         self.config = attribution_config or AttributionConfig()
@@ -69,6 +74,7 @@ class OfflineEngine:
         self.retention_ms = self.config.max_window_ms()
         self.policy = coordinator.Policy(dedupe_window_ms=dedupe_window_ms)
         self.matchers = [matcher_factory() for _ in range(partitions)]
+        self.queues = [LearningQueue(learning_delay_ms) for _ in range(partitions)]
         self.index: dict[str, dict] = {}
         self.users: dict[str, dict] = {}
         self.states: dict[str, dict] = {}
@@ -153,7 +159,8 @@ class OfflineEngine:
         state = self.states[key]
         conv = state["conv"]
         part = partition_for(key, self.partitions)
-        matcher = self.matchers[part]
+        matcher, queue = self.matchers[part], self.queues[part]
+        queue.flush(conv["ts"])
         ids = conversion_identifiers(conv["advertiser_id"], conv["user_data"])
         answers = {
             k: lookup(
@@ -186,7 +193,9 @@ class OfflineEngine:
             revision=state["revision"] + 1,
             emitted_at=self.watermark,
         )
-        matcher.learn_self_supervised(conv, answers, probes, decision)
+        queue.push(
+            conv["ts"], key, lambda: matcher.learn_self_supervised(conv, answers, probes, decision)
+        )
         out = coordinator.settle(state, label, decision.snapshot)
         if out is not None:
             self.labels.append(out)
@@ -196,10 +205,11 @@ class OfflineEngine:
             self.index[ext_key] = add_sighting(
                 self.index.get(ext_key), user, conv["ts"], max_users=self.max_users
             )
-        feedback = state.get("feedback")
-        if feedback is not None and not feedback["learned"]:
-            feedback["learned"] = True
-            matcher.learn_feedback(state["snapshot"], feedback["user_id"])
+        truth = state.get("feedback")
+        if truth is not None and not truth["learned"]:
+            truth["learned"] = True
+            snapshot, user = decision.snapshot, truth["user_id"]
+            queue.push(truth["ts"], key, lambda: matcher.learn_feedback(snapshot, user))
 
     def _feedback(self, v: dict[str, Any]) -> None:
         key = conversion_key(v["advertiser_id"], v["event_name"], v["event_id"])
@@ -207,10 +217,11 @@ class OfflineEngine:
         if state is None:
             return
         done = state["phase"] == "done" and state["snapshot"] is not None
-        state["feedback"] = {"user_id": v.get("user_id"), "learned": done}
+        state["feedback"] = {"user_id": v.get("user_id"), "ts": v["ts"], "learned": done}
         if done:
             part = partition_for(key, self.partitions)
-            self.matchers[part].learn_feedback(state["snapshot"], v.get("user_id"))
+            matcher, snapshot, user = self.matchers[part], state["snapshot"], v.get("user_id")
+            self.queues[part].push(v["ts"], key, lambda: matcher.learn_feedback(snapshot, user))
 
     def finish(self) -> list[dict[str, Any]]:
         self._drain(float("inf"))
@@ -227,7 +238,8 @@ def run_offline(
     ``matcher_factory`` makes one model per partition (``MatchModel``, ``RuleBaseline``, ...).
     Keyword options are those of :class:`OfflineEngine`: ``partitions`` (4),
     ``attribution_config``, ``lookback_ms`` (30 d), ``top_k`` (8), ``max_candidates`` (12),
-    ``max_users`` (64), ``allowed_lateness_ms`` (60 s), ``dedupe_window_ms`` (48 h).
+    ``max_users`` (64), ``allowed_lateness_ms`` (5 min), ``dedupe_window_ms`` (48 h),
+    ``learning_delay_ms`` (1 h): the worker's defaults.
     """
     engine = OfflineEngine(matcher_factory, **options)
     for line in replay_lines:

@@ -61,6 +61,11 @@ class Settings:
     # past T + allowed lateness, or after the bounded wait, whichever comes first.
     allowed_lateness_ms: int = 300_000
     max_wait_s: float = 10.0
+    # The longest a lookup is parked, whatever the watermark does (at least 6 x max_wait_s).
+    lookup_ceiling_s: float = 60.0
+    # A conversion still waiting for answers this long after a rebalance or restart started its
+    # round again: the worker that held its parked lookups may have died with them.
+    redrive_after_s: float = 120.0
     # Matching and state bounds (event time).
     identifier_ttl_ms: int = 30 * DAY_MS
     lookback_ms: int = 30 * DAY_MS
@@ -80,6 +85,10 @@ class Settings:
     # confidences do not depend on the order in which topics happened to be read.
     learning_delay_ms: int = 3_600_000
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def lookup_wait_ceiling_s(self) -> float:
+        return max(self.lookup_ceiling_s, 6 * self.max_wait_s)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

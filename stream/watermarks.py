@@ -9,13 +9,25 @@ watermark of the last fetch), never from how long it has been quiet: a busy topi
 a sparse one of fetches for seconds, and wall-clock idleness would then release conversions
 before the sparse topic's older records were read.
 
+A topic partition must also have *stayed* caught up for ``settle_s`` (checked at every
+``watermark`` call) before it stops holding back. While records are still being appended (a
+replay produced as the worker reads it), the consumer can read a topic partition to the end of
+its last fetch an instant before more records land, while another topic, fetched later, is
+read further ahead in event time; without the settling time the watermark would jump past the
+records about to be appended, and lookups would miss their sightings.
+
+>>> now = [0.0]
 >>> highwater = {("clicks", 0): 10, ("views", 0): 50}
->>> wm = WatermarkTracker(("clicks", "views"), lateness_ms=10, highwater=highwater.get)
+>>> wm = WatermarkTracker(("clicks", "views"), lateness_ms=10, highwater=highwater.get,
+...                       settle_s=1.0, clock=lambda: now[0])
 >>> wm.observe("clicks", 0, 1_000, offset=9); wm.observe("views", 0, 400, offset=20)
 >>> wm.watermark(0)  # views still has records 21..49 to read
 390
 >>> wm.observe("views", 0, 1_500, offset=49)
->>> wm.watermark(0)  # everything read: nothing older is pending
+>>> wm.watermark(0)  # everything read, but only just: views may still be growing
+990
+>>> now[0] = 1.0
+>>> wm.watermark(0)  # everything read, and nothing new for settle_s: nothing older pending
 1490
 >>> wm.watermark(1) is None  # nothing known about partition 1
 True
@@ -23,20 +35,33 @@ True
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+
+#: How long a topic partition must stay read to its end before it stops holding back.
+DEFAULT_SETTLE_S = 1.0
 
 HighwaterFn = Callable[[tuple[str, int]], int | None]
 
 
 class WatermarkTracker:
     def __init__(
-        self, topics: tuple[str, ...], *, lateness_ms: int, highwater: HighwaterFn
+        self,
+        topics: tuple[str, ...],
+        *,
+        lateness_ms: int,
+        highwater: HighwaterFn,
+        settle_s: float = DEFAULT_SETTLE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topics = topics
         self.lateness_ms = lateness_ms
         self.highwater = highwater
+        self.settle_s = settle_s
+        self.clock = clock
         self._max_ts: dict[tuple[str, int], int] = {}
         self._next_offset: dict[tuple[str, int], int] = {}
+        self._caught_up_since: dict[tuple[str, int], float] = {}
 
     def observe(self, topic: str, partition: int, ts: int, *, offset: int) -> None:
         key = (topic, partition)
@@ -46,8 +71,14 @@ class WatermarkTracker:
             self._next_offset[key] = offset + 1
 
     def _caught_up(self, key: tuple[str, int]) -> bool:
+        """Read to the end of the last fetch, and so since ``settle_s`` (wall time)."""
         highwater = self.highwater(key)
-        return highwater is not None and self._next_offset.get(key, 0) >= highwater
+        if highwater is None or self._next_offset.get(key, 0) < highwater:
+            self._caught_up_since.pop(key, None)
+            return False
+        now = self.clock()
+        since = self._caught_up_since.setdefault(key, now)
+        return now - since >= self.settle_s
 
     def watermark(self, partition: int) -> int | None:
         holding: list[int] = []

@@ -1,44 +1,35 @@
 """Identifiers agent (key identifier): the identifier index, and lookups gated on watermarks.
 
-A lookup for a conversion at event time T waits until every users partition has reported a
-watermark at or past T (so every sighting up to T is in the index), or until the bounded wait
-``max_wait_s`` expires; then it is answered from the index as of T.
+A lookup for a conversion at event time T waits until every users partition has reported, on
+the lookup's own cs-ident partition, a watermark at or past T (so every sighting up to T is in
+the index), or until the bounded wait of :mod:`models.lookup_gate` expires; then it is answered
+from the index as of T.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import time
-from collections import deque
 from typing import Any
 
 import orjson
 
 from models.index import add_sighting, expire, lookup
+from models.lookup_gate import LookupGate
 
 
 def register(rt: Any, channel: Any) -> None:
     s = rt.settings
     index = rt.tables["identifiers"]
-    marks: dict[int, int] = {}
-    # Parked lookups by id, indexed twice: a heap by event time (released by the watermark)
-    # and a queue by arrival (released by the bounded wait). Stale index entries are skipped.
-    parked: dict[int, dict[str, Any]] = {}
-    by_ts: list[tuple[int, int]] = []
-    by_arrival: deque[tuple[float, int]] = deque()
-    ids = itertools.count()
-
-    def park(now: float, request: dict[str, Any]) -> None:
-        n = next(ids)
-        parked[n] = request
-        heapq.heappush(by_ts, (request["ts"], n))
-        by_arrival.append((now, n))
-
-    def global_watermark() -> int | None:
-        if len(marks) < s.partitions:
-            return None
-        return min(marks.values())
+    # One actor reads every cs-ident partition this worker owns; watermarks are kept per
+    # partition, because only a partition's own messages say which sightings it already holds.
+    # The ceiling only matters without any engagement input (or for conversions stamped far
+    # ahead of it); a backlog is waited for while the watermark moves.
+    gate = LookupGate(
+        s.partitions,
+        lateness_ms=s.allowed_lateness_ms,
+        max_wait_s=s.max_wait_s,
+        ceiling_s=s.lookup_wait_ceiling_s,
+    )
 
     async def answer(request: dict[str, Any]) -> None:
         reply = lookup(
@@ -54,21 +45,10 @@ def register(rt: Any, channel: Any) -> None:
             {"t": "a", "ck": request["ck"], "r": request["r"], "a": reply},
         )
 
-    async def release(*, force_before: float | None = None) -> None:
+    async def release() -> None:
         # Collect before the first await: the timer and the agent both release, and a lookup
-        # parked while the other one is sending must not be lost. Each pop is O(log n): the
-        # old scan of every parked lookup per batch grew with the backlog.
-        mark = global_watermark()
-        ready = []
-        while by_ts and mark is not None and by_ts[0][0] <= mark:
-            request = parked.pop(heapq.heappop(by_ts)[1], None)
-            if request is not None:
-                ready.append(request)
-        while by_arrival and force_before is not None and by_arrival[0][0] <= force_before:
-            request = parked.pop(by_arrival.popleft()[1], None)
-            if request is not None:
-                ready.append(request)
-        for request in ready:
+        # parked while the other one is sending must not be lost.
+        for request in gate.due(time.monotonic()):
             await answer(request)
 
     def apply_sightings(rows: list[list[Any]], clock: int | None) -> None:
@@ -113,21 +93,25 @@ def register(rt: Any, channel: Any) -> None:
                 kind = msg["t"]
                 if kind == "s":
                     rows.extend(msg["s"])
-                    for p, mark in msg["wm"].items():
-                        if mark > marks.get(int(p), -1):
-                            marks[int(p)] = mark
+                    marks = {int(p): mark for p, mark in msg["wm"].items()}
+                    gate.observe(event.message.partition, marks, now)
                 elif kind == "l":
-                    park(now, msg)
+                    gate.park(event.message.partition, msg, now)
                 elif kind == "x":
                     rows.append([msg["k"], msg["u"], msg["ts"], msg["ts"], 1])
                 elif kind == "f":
-                    apply_sightings(rows, global_watermark())
+                    apply_sightings(rows, clock())
                     rows = []
                     forget(msg["u"], msg["k"])
-            apply_sightings(rows, global_watermark())
+            apply_sightings(rows, clock())
             await release()
+
+    def clock() -> int | None:
+        """Event-time clock for identifier expiry: the least advanced known watermark."""
+        marks = [m for m in map(gate.watermark, range(s.partitions)) if m is not None]
+        return min(marks, default=None)
 
     @rt.app.timer(interval=0.5)
     async def release_expired() -> None:
-        if parked:
-            await release(force_before=time.monotonic() - s.max_wait_s)
+        if len(gate):
+            await release()

@@ -9,6 +9,7 @@ events of that user out, and tells every identifier entry the user was seen on t
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from typing import Any
 
@@ -47,6 +48,8 @@ def register(rt: Any, channel: Any) -> None:
         ENGAGEMENT_TOPICS, lateness_ms=s.allowed_lateness_ms, highwater=highwater
     )
     sent_marks: dict[int, int] = {}
+    # Marks must never overtake the sightings they cover: the timer waits for a batch in flight.
+    sending = asyncio.Lock()
 
     async def process(events: list[Any]) -> None:
         rows: dict[str, list[list[Any]]] = defaultdict(list)
@@ -174,7 +177,16 @@ def register(rt: Any, channel: Any) -> None:
     @rt.app.agent(channel, name="users")
     async def users_agent(stream: Any) -> None:
         async for events in stream.take_events(s.batch_size, s.batch_within_s):
-            await process(events)
+            async with sending:
+                await process(events)
+
+    @rt.app.timer(interval=1.0)
+    async def forward_settled_marks() -> None:
+        """A topic partition counts as read to its end only after settling (stream/watermarks.py):
+        once input stops, this sends the watermark that settling allows without new events.
+        """
+        async with sending:
+            await forward_sightings({})
 
 
 def _deleted(state: dict[str, Any] | None) -> bool:

@@ -155,3 +155,45 @@ def test_engine_is_deterministic_and_learns_feedback(replay, reports):
     stats = [m.stats() for m in engine.matchers]
     assert all(s["n_feedback"] > 0 and s["n_learned"] > 100 for s in stats)
     assert all(s["auc"] > 0.9 for s in stats)
+
+
+class _Spy:
+    """A matcher that decides nobody and records when it is taught what."""
+
+    log: list = []
+
+    def decide(self, conv, answers, probes):
+        from models.matching.model import MatchDecision
+
+        return MatchDecision(None, 0.0, "none", [], {"m": "none", "u": None})
+
+    def learn_self_supervised(self, conv, answers, probes, decision):
+        self.log.append(("learn", conv["ts"]))
+
+    def learn_feedback(self, snapshot, user):
+        self.log.append(("feedback", user))
+
+
+def test_learning_waits_the_workers_delay_in_event_time():
+    """Like the worker (models/learning_queue.py), the engine's models learn a conversion only
+    once a decision at least learning_delay_ms later in event time is made."""
+    _Spy.log = []
+    engine = OfflineEngine(_Spy, partitions=1, allowed_lateness_ms=0, learning_delay_ms=60 * MIN)
+    lines = [_conversion("pixel", T, client_ip_address="10.0.0.9")]
+    for i, ts in enumerate((T + 30 * MIN, T + 61 * MIN)):
+        conv = _conversion("pixel", ts, client_ip_address="10.0.0.9")
+        conv["value"] = {**conv["value"], "event_id": f"o{i + 2}"}
+        lines.append(conv)
+    for line in lines:
+        engine.feed(line)
+        engine.feed(_impression("u9", line["value"]["ts"], f"i-{line['value']['ts']}"))
+    assert _Spy.log == [("learn", T)]  # decided at T + 61 min: T is an hour behind
+    engine.finish()
+
+
+def test_engine_defaults_are_the_workers():
+    from stream.settings import Settings
+
+    engine, worker = OfflineEngine(MatchModel), Settings()
+    assert engine.lateness_ms == worker.allowed_lateness_ms
+    assert engine.queues[0].delay_ms == worker.learning_delay_ms

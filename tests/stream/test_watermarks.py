@@ -1,0 +1,38 @@
+"""Per-partition watermarks over the engagement topics (stream/watermarks.py)."""
+
+from __future__ import annotations
+
+from stream.watermarks import WatermarkTracker
+
+T = 1_767_571_200_000
+MIN = 60_000
+
+
+def test_a_topic_read_to_its_end_holds_back_until_it_settles():
+    """A replay produced while the worker reads it: impressions are read to the end of their
+    last fetch an instant before more land, while identity, fetched later, is hours ahead."""
+    now = [0.0]
+    highwater = {("impressions", 0): 100, ("identity", 0): 50}
+    wm = WatermarkTracker(
+        ("impressions", "identity"),
+        lateness_ms=5 * MIN,
+        highwater=highwater.get,
+        settle_s=1.0,
+        clock=lambda: now[0],
+    )
+    wm.observe("impressions", 0, T, offset=99)
+    wm.observe("identity", 0, T + 180 * MIN, offset=10)
+    assert wm.watermark(0) == T - 5 * MIN  # not T + 175 min: impressions may still grow
+    now[0] = 0.5
+    highwater[("impressions", 0)] = 120  # more impressions landed
+    assert wm.watermark(0) == T - 5 * MIN
+    wm.observe("impressions", 0, T + MIN, offset=119)
+    now[0] = 1.2
+    assert wm.watermark(0) == T - 4 * MIN  # read to the end again, seen so from now on
+    now[0] = 2.2
+    assert wm.watermark(0) == T + 175 * MIN  # settled: identity alone holds the watermark
+
+
+def test_nothing_read_and_nothing_to_read_gives_no_watermark():
+    wm = WatermarkTracker(("clicks",), lateness_ms=0, highwater=lambda key: 0, settle_s=0.0)
+    assert wm.watermark(0) is None

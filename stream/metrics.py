@@ -124,6 +124,11 @@ CONSUMER_LAG = Gauge(
 REBALANCES = Counter(
     "convstream_rebalances_total", "Consumer group rebalances seen.", registry=REGISTRY
 )
+REDRIVES = Counter(
+    "convstream_rounds_redriven_total",
+    "Conversion rounds started again because a rebalance or restart may have lost their lookups.",
+    registry=REGISTRY,
+)
 BROKER_UP = Gauge(
     "convstream_broker_up",
     "1 when this worker's last interaction with the broker succeeded.",
@@ -351,6 +356,10 @@ def count_dedupe(outcome: str) -> None:
 
 def count_rebalance() -> None:
     REBALANCES.inc()
+
+
+def count_redrive() -> None:
+    REDRIVES.inc()
 
 
 def set_watermark_lag(topic: str, seconds: float) -> None:

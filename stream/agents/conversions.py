@@ -121,6 +121,7 @@ def register(rt: Any, channel: Any) -> None:
         conv = state["conv"]
         identifiers = conversion_identifiers(conv["advertiser_id"], conv["user_data"])
         state, lookups = coordinator.start_round(state, identifiers)
+        state["round_at"] = time.time()  # wall time, for redrive() only: never for event time
         states[key] = state
         for ident in lookups:
             await rt.send_keyed(
@@ -260,20 +261,45 @@ def register(rt: Any, channel: Any) -> None:
     async def publish_event_quality() -> None:
         quality.publish(event_quality)
 
+    rebalanced_at = [time.time()]
+
+    @rt.app.on_rebalance_complete.connect
+    async def _rebalanced(sender: Any, **kwargs: Any) -> None:
+        rebalanced_at[0] = time.time()
+
     @rt.app.timer(interval=5.0)
     async def expire_states() -> None:
-        """Drop conversion state past the dedupe and feedback horizons (event time)."""
+        """Drop conversion state past the dedupe and feedback horizons (event time), and start
+        again the rounds that a rebalance may have cut (see :func:`redrive`)."""
         active = rt.active_partitions("conversions")
-        stale = [
-            key
-            for key, state in states.items()
-            if (partition := partition_for(key, s.partitions)) in active
-            and (clock := clocks.get(partition)) is not None
-            and coordinator.expired(state, clock, policy)
-        ]
+        stale, cut = [], []
+        for key, state in states.items():
+            partition = partition_for(key, s.partitions)
+            if partition not in active:
+                continue
+            clock = clocks.get(partition)
+            if clock is not None and coordinator.expired(state, clock, policy):
+                stale.append(key)
+            elif redrive(state):
+                cut.append(key)
         for key in stale:
             del states[key]
+        for key in cut:
+            log.warning("conversion round cut by a rebalance: started again")
+            metrics.count_redrive()
+            await start_round(key, states[key])
         metrics.set_table_entries("conversion-state", len(states))
+
+    def redrive(state: dict[str, Any]) -> bool:
+        """A round in flight since before the last rebalance, and for ``redrive_after_s`` after
+        it. Lookups are parked in the memory of the identifiers agent; a worker that dies or
+        loses the partition after committing their offsets takes them along, and nothing else
+        would ever answer. A needless restart costs messages only: the old round's answers are
+        ignored."""
+        if state["phase"] not in ("lookup", "probe"):
+            return False
+        since = rebalanced_at[0]
+        return state.get("round_at", 0) < since and time.time() - since >= s.redrive_after_s
 
 
 def _now_ms() -> int:

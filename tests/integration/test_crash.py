@@ -12,6 +12,7 @@ import pytest
 from stream.generate import config_from_args, generate
 from stream.kafka import produce, read_topic
 from stream.runner import wait_for_labels
+from tests.integration.traffic import conversion, key
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +25,18 @@ def _gist(lab):
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, store):
     # Checkpoint often: a small replay has few conversions per partition.
-    settings = settings.replace(checkpoint_every=3, max_wait_s=15.0, store=store)
+    # Redrive soon: the restarted worker must start again rounds whose lookups died with the
+    # first one.
+    settings = settings.replace(
+        checkpoint_every=3, max_wait_s=15.0, store=store, redrive_after_s=5.0
+    )
     lines, truth = generate(config_from_args("default", seed=31, users=500, days=5))
     expected = {row["conversion_key"] for row in truth}
+    # A conversion a day past the replay: its lookups stay parked (the watermark never gets
+    # there) until the engagement input has been still for max_wait_s, long after the kill.
+    newest = max(line["value"]["ts"] for line in lines)
+    parked = conversion(90_001, newest + 24 * 3600 * 1000, client_ip_address="203.0.113.9")
+    expected.add(key(90_001))
     changelogs = settings.replace(topic_prefix="")
     first = start_worker(settings, "first")
 
@@ -48,10 +58,10 @@ def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, sto
     # Second half: killed while it is being produced and processed.
     # Paced, so the kill lands mid-replay however fast the worker is.
     producing = threading.Thread(
-        target=lambda: asyncio.run(produce(settings, lines[half:], rate=1000))
+        target=lambda: asyncio.run(produce(settings, [parked, *lines[half:]], rate=1000))
     )
     producing.start()
-    time.sleep(1.5)
+    time.sleep(5.0)  # past Faust's 2.8 s commit interval: the parked lookup's offset is committed
     first.kill()
     restarted = start_worker(settings, "restarted")
     producing.join(timeout=120)
@@ -73,6 +83,7 @@ def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, sto
     # The model picked up from its checkpoint instead of starting over.
     log = (tmp_path / "restarted.log").read_text()
     assert "resumed from its checkpoint" in log
+    assert "round cut by a rebalance: started again" in log
     if store == "rocksdb://":  # the state is on disk, one database per table partition
         tables = {p.name for p in Path(settings.data_dir).glob("**/tables/*.db")}
         assert {f"identifiers-{p}.db" for p in range(settings.partitions)} <= tables

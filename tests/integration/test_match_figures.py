@@ -1,0 +1,44 @@
+"""The match model's figures through a real worker on tansu, on a fixed-seed generated replay.
+
+The targets of the match-model issue: precision >= 0.92 with recall >= 0.85 of the linkable
+ceiling, ECE <= 0.03 on labels with a user, and better than the rule baseline (run offline on
+the same replay) on precision, calibration and label-weight precision. The worker reads the
+replay as it is produced, like ``convstream demo``; the offline engine's figures on other
+seeds and profiles are in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from models.engine import run_offline
+from models.evaluation import evaluate
+from models.matching.baseline import RuleBaseline
+from stream.generate import config_from_args, generate
+from stream.kafka import produce
+from stream.runner import wait_for_labels
+
+pytestmark = pytest.mark.integration
+
+
+def test_worker_meets_the_match_model_targets(settings, start_worker):
+    lines, truth = generate(config_from_args("default", seed=7))
+    worker = start_worker(settings)
+    asyncio.run(produce(settings, lines))
+    expected = {row["conversion_key"] for row in truth}
+    labels = wait_for_labels(settings, expected, timeout=400)
+    assert worker.alive()
+
+    report = evaluate(labels, truth)
+    table = report.format_table()
+    assert report.coverage == 1.0, table
+    assert report.match_precision >= 0.92, table
+    assert report.recall_of_linkable >= 0.85, table
+    assert report.ece <= 0.03, table
+
+    rule = evaluate(run_offline(lines, RuleBaseline), truth)
+    assert report.match_precision > rule.match_precision
+    assert report.ece < rule.ece
+    assert report.label_weight_precision > rule.label_weight_precision

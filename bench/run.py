@@ -263,7 +263,7 @@ def run_bench(argv: list[str]) -> Results:
 
     growth_events = args.growth
     if growth_events is None:
-        growth_events = 2_000 if args.smoke else GROWTH_EVENTS if args.scaling else 0
+        growth_events = 1_000 if args.smoke else GROWTH_EVENTS if args.scaling else 0
     if growth_events:
         results.growth_marks = tuple(
             m for m in GROWTH_MARKS if m < growth_events * ENTRIES_PER_EVENT

@@ -46,7 +46,7 @@ def test_smoke_run_reports_positive_rates(tmp_path: Path) -> None:
     assert results.pipeline.state["users"].entries > 0
     memory, rocks = results.growth
     assert (memory.store, rocks.store) == ("memory://", "rocksdb://")
-    assert memory.final[1] == rocks.final[1] == 2_000, "each worker consumed the whole replay"
+    assert memory.final[1] == rocks.final[1] == 1_000, "each worker consumed the whole replay"
     assert memory.final[3] > 0 and rocks.final[3] > 0
     assert not output.exists(), "smoke runs never append to BENCHMARKS.md"
     assert set(_live_children()) <= before, "the bench left a broker or worker running"

@@ -61,6 +61,7 @@ def populate() -> None:
     for table in TABLES:
         metrics.set_table_entries(table, 1000)
     metrics.count_rebalance()
+    metrics.count_redrive()
     metrics.set_broker_up(True)
     metrics.set_model_quality(auc=0.91, logloss=0.31, ece=0.02)
     for advertiser in ("adv-1", "adv-2", "adv-unlisted"):

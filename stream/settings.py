@@ -61,7 +61,7 @@ class Settings:
     # past T + allowed lateness, or after the bounded wait, whichever comes first.
     allowed_lateness_ms: int = 300_000
     max_wait_s: float = 10.0
-    # The longest a lookup is parked, whatever the watermark does (at least 6 x max_wait_s).
+    # The longest a lookup is parked, whatever the watermark does (at least max_wait_s).
     lookup_ceiling_s: float = 60.0
     # A conversion still waiting for answers this long after a rebalance or restart started its
     # round again: the worker that held its parked lookups may have died with them.
@@ -88,7 +88,7 @@ class Settings:
 
     @property
     def lookup_wait_ceiling_s(self) -> float:
-        return max(self.lookup_ceiling_s, 6 * self.max_wait_s)
+        return max(self.lookup_ceiling_s, self.max_wait_s)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

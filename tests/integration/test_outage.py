@@ -24,9 +24,11 @@ from stream.generate import config_from_args, generate
 from stream.kafka import ensure_topics, produce
 from stream.runner import wait_for_labels
 from stream.settings import Settings
-from tests.integration.test_sasl import _start_tansu, _stop
+from tests.integration.test_sasl import PlainSaslProxy, _start_tansu, _stop
 
 pytestmark = pytest.mark.integration
+
+pump = PlainSaslProxy._pump  # the byte relay both fronts of tansu use
 
 OUTAGE_S = 15.0  # longer than the 10 s session timeout: the group must re-form afterwards
 
@@ -86,20 +88,13 @@ class Gate:
             self._connections.discard(task)
             return
         try:
-            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             for w in (writer, up_writer):
                 w.transport.abort()  # a reset, not a polite FIN: the host is gone
             self._connections.discard(task)
-
-    @staticmethod
-    async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        while data := await source.read(65536):
-            sink.write(data)
-            await sink.drain()
-        sink.close()
 
 
 @pytest.fixture

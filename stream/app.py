@@ -15,7 +15,7 @@ import orjson
 
 from models.identity import redact_pii
 from models.partitioning import partition_for
-from stream import codecs, highwater, metrics
+from stream import codecs, fetch_guard, highwater, metrics
 from stream.settings import ENGAGEMENT_TOPICS, INPUT_TOPICS, INTERNAL_TOPICS, Settings
 
 
@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
 
     highwater.install(client_options(settings))
     highwater.install_fetch_wait(settings.fetch_max_wait_ms)
+    fetch_guard.install()
     if settings.store.startswith("rocksdb:"):
         from stream import store
 

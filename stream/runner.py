@@ -24,12 +24,16 @@ class WorkerProcess:
     log_path: Path
     process: subprocess.Popen | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # CONVSTREAM_TEST_LOGLEVEL=info keeps rebalances and assignments in a test worker's log.
+    loglevel: str = field(
+        default_factory=lambda: os.environ.get("CONVSTREAM_TEST_LOGLEVEL", "warning")
+    )
 
     def start(self) -> WorkerProcess:
         env = {**os.environ, **self.settings_env, **self.extra_env}
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker", "--loglevel", "warning"],
+            [sys.executable, "-m", "stream.cli", "worker", "--loglevel", self.loglevel],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

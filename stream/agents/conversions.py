@@ -21,7 +21,7 @@ from models.learning_queue import LearningQueue
 from models.matching.model import MatchModel
 from models.partitioning import partition_for
 from models.quality import QualityTracker
-from models.resolve import resolve, select_probe_candidates
+from models.resolve import external_id_link, resolve, select_probe_candidates
 from models.settings_file import AttributionConfigWatcher
 from stream import metrics, quality
 from stream.records import Invalid, parse_conversion, parse_feedback
@@ -185,26 +185,22 @@ def register(rt: Any, channel: Any) -> None:
         if out is not None:
             await rt.send("labels", key, out, partition=partition)
             metrics.observe_label(out, arrivals.pop(key, time.time()))
-            await link_external_id(conv, out)
+        # Every deterministic decision refreshes the link, as in models/engine.py, whether or
+        # not the label changed: its recency is a feature of later matches on the external id.
+        link = external_id_link(conv, decision)
+        if link is not None:
+            await send_external_id_link(*link, conv["ts"])
         stats = model.stats()
         metrics.set_model_quality(
             auc=stats.get("auc"), logloss=stats.get("log_loss"), ece=stats.get("ece")
         )
 
-    async def link_external_id(conv: dict[str, Any], label: dict[str, Any]) -> None:
-        """A deterministic match teaches the index who this advertiser's external_id is."""
-        ext = conversion_identifiers(conv["advertiser_id"], conv["user_data"]).get("ext")
-        method = label["match_method"]
-        if (
-            ext
-            and label["user_id"]
-            and method.startswith("deterministic")
-            and method != ("deterministic:ext")
-        ):
-            link = {"k": ext, "u": label["user_id"], "ts": conv["ts"]}
-            await rt.send_keyed("cs-ident", ext, {"t": "x", **link})
-            # The user's state remembers the link, so a deletion can reach this entry too.
-            await rt.send_keyed("cs-probe", label["user_id"], {"t": "k", **link})
+    async def send_external_id_link(ext: str, user_id: str, ts: int) -> None:
+        """Teach the index who this advertiser's external_id is (see ``external_id_link``)."""
+        link = {"k": ext, "u": user_id, "ts": ts}
+        await rt.send_keyed("cs-ident", ext, {"t": "x", **link})
+        # The user's state remembers the link, so a deletion can reach this entry too.
+        await rt.send_keyed("cs-probe", user_id, {"t": "k", **link})
 
     async def on_answer(msg: dict[str, Any]) -> None:
         key = msg["ck"]

@@ -1,0 +1,48 @@
+"""An advertiser's external_id becomes a deterministic identifier once a match teaches it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from stream.kafka import produce
+from stream.runner import wait_for_labels
+from tests.integration.traffic import MIN, T0, click, conversion, impression, key
+
+pytestmark = pytest.mark.integration
+
+HOUR = 60 * MIN
+
+
+def _latest(labels):
+    return {lab["conversion_key"]: lab for lab in sorted(labels, key=lambda lab: lab["revision"])}
+
+
+def test_click_match_links_the_external_id_for_later_conversions(settings, start_worker):
+    start_worker(settings)
+    first = [
+        click(1, T0),
+        click(2, T0 + MIN),
+        conversion(1, T0 + 10 * MIN, click_id="clk-1", external_id="Cust-42"),
+        impression(2, T0 + 3 * HOUR),  # moves the watermark past the conversion
+    ]
+    asyncio.run(produce(settings, first))
+    labels = _latest(wait_for_labels(settings, {key(1)}, timeout=90, settle=2))
+    assert (labels[key(1)]["user_id"], labels[key(1)]["match_method"]) == (
+        "user-1",
+        "deterministic:click",
+    )
+
+    # The same customer orders again from a relay IP nobody was seen on: without the link
+    # learned from the first order, nothing would point at user-1.
+    later = [
+        conversion(2, T0 + 4 * HOUR, external_id=" cust-42 ", client_ip_address="192.0.2.200"),
+        impression(2, T0 + 6 * HOUR),
+    ]
+    asyncio.run(produce(settings, later))
+    labels = _latest(wait_for_labels(settings, {key(1), key(2)}, timeout=90, settle=2))
+    assert (labels[key(2)]["user_id"], labels[key(2)]["match_method"]) == (
+        "user-1",
+        "deterministic:ext",
+    )

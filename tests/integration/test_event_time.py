@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from models.evaluation import latest_labels
 from models.identity import sha256_hex
 from models.partitioning import partition_for
 from stream.generate import config_from_args, generate
@@ -23,10 +24,7 @@ ENGAGEMENTS = ("impressions", "clicks", "identity")
 
 
 def _latest(labels):
-    out = {}
-    for lab in sorted(labels, key=lambda lab: lab["revision"]):
-        out[lab["conversion_key"]] = lab
-    return out
+    return latest_labels(labels)[0]
 
 
 def _gist(lab):

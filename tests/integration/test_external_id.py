@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from models.evaluation import latest_labels
 from stream.kafka import produce
 from stream.runner import wait_for_labels
 from tests.integration.traffic import MIN, T0, click, conversion, impression, key
@@ -16,7 +17,7 @@ HOUR = 60 * MIN
 
 
 def _latest(labels):
-    return {lab["conversion_key"]: lab for lab in sorted(labels, key=lambda lab: lab["revision"])}
+    return latest_labels(labels)[0]
 
 
 def test_click_match_links_the_external_id_for_later_conversions(settings, start_worker):

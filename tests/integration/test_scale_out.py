@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from models.evaluation import latest_labels
 from stream.generate import config_from_args, generate
 from stream.kafka import ensure_topics, produce
 from stream.runner import wait_for_labels
@@ -24,10 +25,7 @@ MAX_CONFIDENCE_GAP = 0.1
 
 
 def _latest(labels):
-    out = {}
-    for lab in sorted(labels, key=lambda lab: lab["revision"]):
-        out[lab["conversion_key"]] = lab
-    return out
+    return latest_labels(labels)[0]
 
 
 def test_three_workers_give_the_labels_of_one(settings, start_worker):

@@ -23,10 +23,6 @@ LEARNING_DELAY_MS = 48 * HOUR
 ENGAGEMENTS = ("impressions", "clicks", "identity")
 
 
-def _latest(labels):
-    return latest_labels(labels)[0]
-
-
 def _gist(lab):
     credits = [(c["engagement_id"], round(c["credit"], 9)) for c in lab["credits"]]
     return lab["user_id"], lab["match_method"], credits
@@ -49,7 +45,7 @@ def test_labels_do_not_depend_on_which_topic_is_read_first(settings, start_worke
         asyncio.run(ensure_topics(s))
         worker = start_worker(s, name)
         asyncio.run(produce(s, stream))
-        results[name] = _latest(wait_for_labels(s, expected, timeout=180))
+        results[name] = latest_labels(wait_for_labels(s, expected, timeout=180))[0]
         worker.stop()
 
     a, b = results["in-order"], results["skewed"]

@@ -16,10 +16,6 @@ pytestmark = pytest.mark.integration
 HOUR = 60 * MIN
 
 
-def _latest(labels):
-    return latest_labels(labels)[0]
-
-
 def test_click_match_links_the_external_id_for_later_conversions(settings, start_worker):
     start_worker(settings)
     first = [
@@ -29,7 +25,7 @@ def test_click_match_links_the_external_id_for_later_conversions(settings, start
         impression(2, T0 + 3 * HOUR),  # moves the watermark past the conversion
     ]
     asyncio.run(produce(settings, first))
-    labels = _latest(wait_for_labels(settings, {key(1)}, timeout=90, settle=2))
+    labels = latest_labels(wait_for_labels(settings, {key(1)}, timeout=90, settle=2))[0]
     assert (labels[key(1)]["user_id"], labels[key(1)]["match_method"]) == (
         "user-1",
         "deterministic:click",
@@ -42,7 +38,7 @@ def test_click_match_links_the_external_id_for_later_conversions(settings, start
         impression(2, T0 + 6 * HOUR),
     ]
     asyncio.run(produce(settings, later))
-    labels = _latest(wait_for_labels(settings, {key(1), key(2)}, timeout=90, settle=2))
+    labels = latest_labels(wait_for_labels(settings, {key(1), key(2)}, timeout=90, settle=2))[0]
     assert (labels[key(2)]["user_id"], labels[key(2)]["match_method"]) == (
         "user-1",
         "deterministic:ext",

@@ -24,10 +24,6 @@ LEARNING_DELAY_MS = 2 * 24 * 3600 * 1000
 MAX_CONFIDENCE_GAP = 0.1
 
 
-def _latest(labels):
-    return latest_labels(labels)[0]
-
-
 def test_three_workers_give_the_labels_of_one(settings, start_worker):
     lines, truth = generate(config_from_args("default", seed=21, users=150, days=4))
     expected = {row["conversion_key"] for row in truth}
@@ -43,7 +39,7 @@ def test_three_workers_give_the_labels_of_one(settings, start_worker):
         workers = [start_worker(s, f"w{n}-{i}") for i in range(n)]
         time.sleep(SETTLE_S)
         asyncio.run(produce(s, lines))
-        results[n] = _latest(wait_for_labels(s, expected, timeout=240))
+        results[n] = latest_labels(wait_for_labels(s, expected, timeout=240))[0]
         assert all(w.alive() for w in workers)
         for w in workers:
             w.stop()

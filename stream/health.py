@@ -1,4 +1,5 @@
-"""Worker health gauges on a timer: table sizes, consumer lag per topic, broker reachability."""
+"""Worker health on timers: table sizes, consumer lag per topic, broker reachability; and the
+C heap's free pages handed back to the kernel (:mod:`stream.heap`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from aiokafka.client import AIOKafkaClient
 
-from stream import metrics
+from stream import heap, metrics
 from stream.kafka import client_options
 
 HEALTH_INTERVAL_S = 5.0
@@ -66,3 +67,10 @@ def register(rt: Any) -> None:
         for topic, records in lag.items():
             metrics.set_consumer_lag(topic, records)
         lag_topics.update(lag)
+
+    if rt.settings.heap_trim_s > 0 and heap.available():
+
+        @app.timer(interval=rt.settings.heap_trim_s)
+        async def release_free_heap() -> None:
+            loop = asyncio.get_running_loop()
+            metrics.count_heap_released(await loop.run_in_executor(None, heap.release_free_heap))

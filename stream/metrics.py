@@ -135,6 +135,11 @@ BROKER_UP = Gauge(
     registry=REGISTRY,
 )
 WORKER_UP = Gauge("convstream_worker_up", "1 while the worker runs.", registry=REGISTRY)
+HEAP_RELEASED = Counter(
+    "convstream_heap_released_bytes",
+    "Resident memory handed back to the kernel from free pages inside the C heap.",
+    registry=REGISTRY,
+)
 EQ_PARAM_COVERAGE = Gauge(
     "convstream_eq_param_coverage",
     "Share of conversions carrying a parameter, per advertiser and event name.",
@@ -380,6 +385,10 @@ def set_broker_up(up: bool) -> None:
 
 def set_worker_up(up: bool = True) -> None:
     WORKER_UP.set(1 if up else 0)
+
+
+def count_heap_released(n_bytes: int) -> None:
+    HEAP_RELEASED.inc(max(n_bytes, 0))
 
 
 def set_model_quality(

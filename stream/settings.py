@@ -35,6 +35,8 @@ class Settings:
     # rocksdb:// only: memtable size per table partition (two of them), one block cache in all.
     rocksdb_write_buffer_mb: int = 4
     rocksdb_cache_mb: int = 64
+    # Seconds between handing the C heap's free pages back to the kernel (stream/heap.py); 0: off.
+    heap_trim_s: float = 10.0
     data_dir: str = "./convstream-data"
     web_host: str = "127.0.0.1"
     web_port: int = 6066

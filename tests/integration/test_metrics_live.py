@@ -60,6 +60,7 @@ SET_BY_WORKER = {
     'sum(convstream_events_in_total{topic="conversions"}) > 0': "conversions came in",
     "sum(convstream_dead_letter_total) >= 3": "the malformed records were counted",
     "sum(convstream_dedupe_total) > 0": "CAPI and pixel copies were folded",
+    "convstream_heap_released_bytes_total > 0": "the heap timer gave free pages back (glibc)",
 }
 TABLES = {"users", "identifiers", "conversion-state", "match-models"}
 CONSUMED_TOPICS = {"impressions", "clicks", "identity", "conversions", "feedback"}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from stream.runner import WorkerProcess, settings_env
 T0 = 1_767_571_200_000  # 2026-01-05T00:00Z
 SPAN_MS = 10 * 24 * 3600 * 1000
 ENTRIES_PER_EVENT = 4
+PAST_MARK = 1_000_000  # the issue's question: is RSS flat past a million identifiers?
 
 
 def growth_replay(events: int) -> list[dict[str, Any]]:
@@ -72,9 +74,19 @@ class GrowthResult:
     def final(self) -> tuple[float, int, int, float] | None:
         return self.samples[-1] if self.samples else None
 
-    def at(self, entries: int) -> tuple[float, int, int, float] | None:
-        """The first sample with at least ``entries`` identifiers."""
-        return next((s for s in self.samples if s[2] >= entries), None)
+    def rss_near(self, entries: int, spread: float = 0.1) -> float | None:
+        """Median RSS (MiB) of the samples within ``spread`` of ``entries`` identifiers.
+
+        RSS swings by tens of MiB with batches, memtable flushes and heap trims, so one sample
+        says little about the trend.
+
+        >>> r = GrowthResult("memory://", 0, samples=[(0, 0, 95, 300.0), (2, 0, 100, 340.0),
+        ...                                          (4, 0, 104, 310.0), (6, 0, 200, 500.0)])
+        >>> r.rss_near(100), r.rss_near(150)
+        (310.0, None)
+        """
+        near = [s[3] for s in self.samples if abs(s[2] - entries) <= spread * entries]
+        return statistics.median(near) if near else None
 
 
 def run_growth(
@@ -134,22 +146,30 @@ def markdown(results: list[GrowthResult], marks: tuple[int, ...]) -> list[str]:
     for mark in marks:
         cells = []
         for r in results:
-            s = r.at(mark)
-            cells.append(f"{s[3]:,.0f}" if s else "n/a")
+            rss = r.rss_near(mark)
+            cells.append(f"{rss:,.0f}" if rss is not None else "n/a")
         out.append(f"| {mark:,} | " + " | ".join(cells) + " |")
     finals = []
     for r in results:
         f = r.final
-        finals.append(f"{f[3]:,.0f} at {f[2]:,}" if f else "n/a")
+        finals.append(f"{r.rss_near(f[2]):,.0f} at {f[2]:,}" if f else "n/a")
     out.append("| final | " + " | ".join(finals) + " |")
     out.append("")
+    out.append("Each cell is the median RSS of the samples within 10 % of that identifier count.")
+    out.append("")
     for r in results:
-        first, last = r.at(marks[0]), r.final
-        if first and last and last[2] > first[2]:
-            per = (last[3] - first[3]) * (1 << 20) / (last[2] - first[2])
-            out.append(
-                f"- `{r.store}`: {per:,.0f} B of RSS per identifier entry from "
-                f"{first[2]:,} to {last[2]:,}; peak RSS {r.peak_rss_mib or 0:,.0f} MiB; "
-                f"{r.events / r.seconds:,.0f} events/s over {r.seconds:,.0f} s."
-            )
+        last = r.final
+        if last is None:
+            continue
+        slopes = []
+        for mark in (marks[0], PAST_MARK):
+            first = r.rss_near(mark)
+            if first is not None and last[2] > mark:
+                per = (r.rss_near(last[2]) - first) * (1 << 20) / (last[2] - mark)
+                slopes.append(f"{per:,.0f} B from {mark:,}")
+        out.append(
+            f"- `{r.store}`: RSS per identifier entry {' and '.join(slopes) or 'n/a'} to "
+            f"{last[2]:,}; peak RSS {r.peak_rss_mib or 0:,.0f} MiB; "
+            f"{r.events / r.seconds:,.0f} events/s over {r.seconds:,.0f} s."
+        )
     return out

@@ -3,16 +3,17 @@
 With ``rocksdb://``, RocksDB's own memory is bounded by settings (memtables, one block cache
 holding the index and filter blocks too). Traced over a state-growth run to 2M identifiers, it
 stayed within 30 MiB of memtables and the 64 MiB cache; Python's object count did not grow
-either. What grew was glibc malloc's heap: memtables flushed, compaction buffers and record
-batches freed leave free chunks between live ones, and glibc returns only the top of a heap to
-the kernel. RSS then climbs with the heap's high-water mark and its fragmentation (about 40 MiB
-between 1M and 2M identifiers, with 80-150 MiB free inside the heap).
+either. What grew was glibc malloc's heap: memory freed between live chunks stays in the heap as
+free chunks, and glibc returns only the top of a heap to the kernel. RSS then climbs with the
+heap's high-water mark and its fragmentation (the heap grew from 255 to 300 MiB between 1M and
+2M identifiers, 80-160 MiB of it free).
 
 ``malloc_trim(0)`` releases the free pages inside the heap too (``madvise``), and consolidates
-free chunks. Called every few seconds, it kept the heap at 265 MiB from 0.9M to 2M identifiers.
-It runs in a thread: it takes a few milliseconds to tens of milliseconds, and ctypes releases
-the GIL for it. Where the C library is not glibc (or a preloaded allocator such as jemalloc
-manages the heap instead), there is nothing to call, or the call finds nothing to release.
+free chunks. Called every 10 seconds, it kept the heap at 265 MiB from 0.9M to 2M identifiers
+(BENCHMARKS.md, 2026-11-26). It runs in a thread: it takes a few milliseconds to tens of
+milliseconds, and ctypes releases the GIL for it. Where the C library is not glibc (or a
+preloaded allocator such as jemalloc manages the heap instead), there is nothing to call, or the
+call finds nothing to release.
 """
 
 from __future__ import annotations

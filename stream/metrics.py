@@ -32,6 +32,7 @@ _LAG_BUCKETS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600)
 _LAG_BUCKETS += tuple(d * 86400 for d in (1, 2, 3, 7, 14, 21, 30))
 _CONFIDENCE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5)
 
 EVENTS_IN = Counter(
     "convstream_events_in_total", "Records consumed, per topic.", ["topic"], registry=REGISTRY
@@ -104,6 +105,21 @@ PROCESSING_LATENCY = Histogram(
     "convstream_processing_latency_seconds",
     "Wall-clock time from a conversion's arrival to its label's emission.",
     buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+EVENT_LOOP_LAG = Histogram(
+    "convstream_event_loop_lag_seconds",
+    "How late an event loop woke a periodic 0.1 s sleep: the time a ready callback waits for "
+    "the loop. loop: main (every agent and timer) or consumer (Faust's aiokafka fetch thread).",
+    ["loop"],
+    buckets=_LOOP_LAG_BUCKETS,
+    registry=REGISTRY,
+)
+GC_PAUSE = Histogram(
+    "convstream_gc_pause_seconds",
+    "Time Python's cyclic garbage collector held the interpreter (every thread), per generation.",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5),
     registry=REGISTRY,
 )
 WATERMARK_LAG = Gauge(
@@ -385,6 +401,14 @@ def set_broker_up(up: bool) -> None:
 
 def set_worker_up(up: bool = True) -> None:
     WORKER_UP.set(1 if up else 0)
+
+
+def observe_loop_lag(seconds: float, loop: str = "main") -> None:
+    EVENT_LOOP_LAG.labels(loop).observe(max(seconds, 0.0))
+
+
+def observe_gc_pause(generation: int, seconds: float) -> None:
+    GC_PAUSE.labels(str(generation)).observe(max(seconds, 0.0))
 
 
 def count_heap_released(n_bytes: int) -> None:

@@ -61,6 +61,8 @@ SET_BY_WORKER = {
     "sum(convstream_dead_letter_total) >= 3": "the malformed records were counted",
     "sum(convstream_dedupe_total) > 0": "CAPI and pixel copies were folded",
     "convstream_heap_released_bytes_total > 0": "the heap timer gave free pages back (glibc)",
+    "count(convstream_event_loop_lag_seconds_count > 0) == 2": "main and consumer loops probed",
+    'convstream_gc_pause_seconds_count{generation="0"} > 0': "collections are timed",
 }
 TABLES = {"users", "identifiers", "conversion-state", "match-models"}
 CONSUMED_TOPICS = {"impressions", "clicks", "identity", "conversions", "feedback"}

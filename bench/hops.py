@@ -12,7 +12,12 @@ conversion key the first message of each step gives the time of that step:
     label      the conversions agent emits the label                       (labels)
 
 Only keys that went through every step are counted (conversions with candidates to probe).
-It prints one markdown row per step: p50/p95/p99/mean in ms.
+It prints one markdown row per step: p50/p95/p99/mean in ms. A round moves on only once every
+answer is in (lookups go to several identifier partitions, probes to several user partitions),
+so the answer and probe-answer steps are also split into the wait from the first answer to the
+last and the reaction to the last. With them it prints the worker's event-loop lag and garbage
+collections over the paced run (its ``convstream_event_loop_lag_seconds`` and
+``convstream_gc_pause_seconds``). ``--worker-env NAME=VALUE`` changes a worker setting.
 
 >>> step_delays({"k": {"conv": 0, "lookup": 70, "answer": 300, "probe": 380,
 ...                    "probe_ans": 450, "label": 530}})["lookup->answer"]
@@ -83,17 +88,49 @@ def _step_of(topic: str, value: dict[str, Any]) -> tuple[str, str] | None:
     return "label", value["conversion_key"]
 
 
-def step_times(bootstrap: str, prefix: str) -> dict[str, dict[str, int]]:
-    times: dict[str, dict[str, int]] = {}
+def step_times(bootstrap: str, prefix: str) -> dict[str, dict[str, list[int]]]:
+    """Every message's CreateTime (ms), per conversion key and step."""
+    times: dict[str, dict[str, list[int]]] = {}
     for topic in ("conversions", "cs-ident", "cs-answer", "cs-probe", "labels"):
         for record in asyncio.run(_records(bootstrap, prefix + topic)):
             step = _step_of(topic, orjson.loads(record.value))
             if step is None:
                 continue
             name, key = step
-            steps = times.setdefault(key, {})
-            steps[name] = min(record.timestamp, steps.get(name, record.timestamp))
+            times.setdefault(key, {}).setdefault(name, []).append(record.timestamp)
     return times
+
+
+def first_times(times: dict[str, dict[str, list[int]]]) -> dict[str, dict[str, int]]:
+    """The first message of each step, per key."""
+    return {key: {name: min(ts) for name, ts in steps.items()} for key, steps in times.items()}
+
+
+def fan_in_delays(times: dict[str, dict[str, list[int]]]) -> dict[str, list[int]]:
+    """A round waits for every answer before it moves on. Split the answer and probe-answer
+    steps into the wait for the last answer and the reaction to it (ms), over keys with every
+    step.
+
+    >>> fan_in_delays({"k": {"conv": [0], "lookup": [70], "answer": [300, 520, 900],
+    ...                      "probe": [580], "probe_ans": [650, 700], "label": [760]}})
+    {'answer: first->last': [220], 'last answer->probe': [60], \
+'probe_ans: first->last': [50], 'last probe_ans->label': [60]}
+    """
+    out: dict[str, list[int]] = {
+        "answer: first->last": [],
+        "last answer->probe": [],
+        "probe_ans: first->last": [],
+        "last probe_ans->label": [],
+    }
+    for steps in times.values():
+        if not all(s in steps for s in STEPS):
+            continue
+        for answers, after in (("answer", "probe"), ("probe_ans", "label")):
+            moved = min(steps[after])
+            before = [t for t in steps[answers] if t <= moved] or [min(steps[answers])]
+            out[f"{answers}: first->last"].append(max(before) - min(before))
+            out[f"last {answers}->{after}"].append(moved - max(before))
+    return out
 
 
 def main() -> None:
@@ -102,18 +139,28 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1578.0, help="paced input events/s")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument(
+        "--worker-env", action="append", default=[], metavar="NAME=VALUE", help="worker setting"
+    )
     args = parser.parse_args()
+    worker_env = dict(item.split("=", 1) for item in args.worker_env)
     args.workdir.mkdir(parents=True, exist_ok=True)
     lateness = Settings().allowed_lateness_ms
     lines, _ = sized_replay(args.events, seed=args.seed, partitions=4, lateness_ms=lateness)
     with EmbeddedBroker(log_path=args.workdir / "tansu-hops.log") as broker:
-        result = run_latency(broker.url, lines, args.workdir, args.rate, partitions=4)
+        result = run_latency(
+            broker.url, lines, args.workdir, args.rate, partitions=4, worker_env=worker_env
+        )
         times = step_times(broker.url.removeprefix("kafka://"), "latency.")
     print(f"bench latency summary: {result.summary}")
-    delays = step_delays(times)
+    for loop, lag in result.loop_lag.items():
+        print(f"event-loop lag while paced, {loop} loop (ms): {lag}")
+    for generation, pauses in result.gc_pauses.items():
+        print(f"GC pauses while paced, generation {generation} (ms): {pauses}")
+    delays = step_delays(first_times(times))
     print(f"\n{len(delays['total']):,} conversions through every step\n")
     print("| step | p50 | p95 | p99 | mean |\n|---|---:|---:|---:|---:|")
-    for name, values in delays.items():
+    for name, values in {**delays, **fan_in_delays(times)}.items():
         p50, p95, p99 = (percentile(values, q) for q in (50, 95, 99))
         print(f"| {name} | {p50:,} | {p95:,} | {p99:,} | {statistics.mean(values):,.0f} |")
 

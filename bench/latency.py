@@ -40,6 +40,32 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """Prometheus' ``histogram_quantile``: the ``q`` (0..1) quantile of cumulative ``(le, count)``
+    buckets, interpolated linearly inside the bucket that holds it (None without observations).
+
+    >>> buckets = [(0.1, 50.0), (0.2, 90.0), (0.5, 100.0), (math.inf, 100.0)]
+    >>> histogram_quantile(0.5, buckets), round(histogram_quantile(0.7, buckets), 3)
+    (0.1, 0.15)
+    >>> round(histogram_quantile(0.99, buckets), 3), histogram_quantile(0.5, [(1.0, 0.0)])
+    (0.47, None)
+    """
+    ordered = sorted(buckets)
+    total = ordered[-1][1] if ordered else 0.0
+    if total <= 0:
+        return None
+    rank = q * total
+    lower_le, lower_count = 0.0, 0.0
+    for le, count in ordered:
+        if count >= rank:
+            if math.isinf(le):
+                return lower_le  # past the last finite bound: its value is all we know
+            span = count - lower_count
+            return lower_le + (le - lower_le) * ((rank - lower_count) / span if span else 1.0)
+        lower_le, lower_count = le, count
+    return lower_le
+
+
 class WatermarkClock:
     """When the produced input first reached event time ``T`` on every engagement partition.
 

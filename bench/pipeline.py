@@ -39,14 +39,78 @@ from stream.settings import Settings
 _EVENTS_IN = re.compile(r'^convstream_events_in_total\{topic="[^"]*"\} ([0-9.e+]+)$', re.M)
 
 
-def scrape_events_in(port: int) -> int | None:
-    """Input records the worker has consumed so far (None while the endpoint is not up)."""
+def _scrape(port: int) -> str | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
+            return resp.read().decode()
     except OSError:
         return None
+
+
+def scrape_events_in(port: int) -> int | None:
+    """Input records the worker has consumed so far (None while the endpoint is not up)."""
+    text = _scrape(port)
+    if text is None:
+        return None
     return int(sum(float(v) for v in _EVENTS_IN.findall(text)))
+
+
+LOOP_LAG = "convstream_event_loop_lag_seconds"
+GC_PAUSE = "convstream_gc_pause_seconds"
+
+
+def scrape_histograms(port: int, name: str, label: str) -> dict[str, list[tuple[Any, float]]]:
+    """The worker's histogram ``name`` so far (see :func:`parse_histograms`; empty if it cannot
+    be read)."""
+    text = _scrape(port)
+    return {} if text is None else parse_histograms(text, name, label)
+
+
+def parse_histograms(text: str, name: str, label: str) -> dict[str, list[tuple[Any, float]]]:
+    r"""Histogram ``name`` of a ``/metrics`` page, per value of its one ``label``: cumulative
+    ``(le, count)`` buckets, and ``("sum", seconds)`` last.
+
+    >>> text = ('convstream_event_loop_lag_seconds_bucket{le="0.1",loop="main"} 3.0\n'
+    ...         'convstream_event_loop_lag_seconds_bucket{loop="main",le="+Inf"} 4.0\n'
+    ...         'convstream_event_loop_lag_seconds_sum{loop="main"} 0.5\n')
+    >>> parse_histograms(text, LOOP_LAG, "loop")
+    {'main': [(0.1, 3.0), (inf, 4.0), ('sum', 0.5)]}
+    """
+    pattern = re.compile(
+        rf'^{name}_(bucket|sum)\{{(?:le="([^"]+)",)?{label}="([^"]+)"(?:,le="([^"]+)")?\}} '
+        r"([0-9.e+]+)$",
+        re.M,
+    )
+    buckets: dict[str, list[tuple[Any, float]]] = {}
+    sums: dict[str, float] = {}
+    for kind, le_first, key, le_last, value in pattern.findall(text):
+        if kind == "sum":
+            sums[key] = float(value)
+        else:
+            buckets.setdefault(key, []).append((float(le_first or le_last), float(value)))
+    return {key: [*rows, ("sum", sums.get(key, 0.0))] for key, rows in buckets.items()}
+
+
+def histogram_between(before: list[tuple], after: list[tuple]) -> dict[str, float]:
+    """Observations of a histogram between two scrapes: p50/p95/p99 and mean in ms, ``n``
+    observations and their ``total_s`` seconds.
+
+    >>> before = [(0.01, 10.0), (0.1, 10.0), (float("inf"), 10.0), ("sum", 0.05)]
+    >>> after = [(0.01, 110.0), (0.1, 120.0), (float("inf"), 120.0), ("sum", 1.15)]
+    >>> lag = histogram_between(before, after)
+    >>> lag["n"], round(lag["p50_ms"], 1), round(lag["p99_ms"], 1), lag["mean_ms"], lag["total_s"]
+    (110.0, 5.5, 90.1, 10.0, 1.1)
+    """
+    start = dict(before)
+    buckets = [(le, count - start.get(le, 0.0)) for le, count in after if le != "sum"]
+    n = max((count for _, count in buckets), default=0.0)
+    if n <= 0:
+        return {}
+    total = round(dict(after).get("sum", 0.0) - start.get("sum", 0.0), 6)
+    out = {"n": n, "total_s": total, "mean_ms": round(1000 * total / n, 3)}
+    for q in (50, 95, 99):
+        out[f"p{q}_ms"] = 1000 * (latency.histogram_quantile(q / 100, buckets) or 0.0)
+    return out
 
 
 def bench_settings(
@@ -250,6 +314,16 @@ class LatencyResult:
     expected_keys: int
     summary: dict[str, float]
     peak_rss_mib: float | None
+    # while paced (histogram_between): event-loop lag per loop, GC pauses per generation
+    loop_lag: dict[str, dict[str, float]] = field(default_factory=dict)
+    gc_pauses: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _histograms(port: int) -> dict[str, dict[str, list[tuple[Any, float]]]]:
+    return {
+        LOOP_LAG: scrape_histograms(port, LOOP_LAG, "loop"),
+        GC_PAUSE: scrape_histograms(port, GC_PAUSE, "generation"),
+    }
 
 
 async def _paced(
@@ -259,7 +333,9 @@ async def _paced(
     rate: float,
     keys: set[str],
     timeout: float,
-) -> tuple[Produced, LabelFollower]:
+) -> tuple[Produced, LabelFollower, dict[str, dict[str, dict[str, float]]]]:
+    """Produce ``lines`` at ``rate`` once a canary is labelled, until every key has a label;
+    with the worker's event-loop lag and GC pauses over that time (:func:`_histograms`)."""
     follower = await LabelFollower(settings).start()
     try:
         probe = canary(lines)
@@ -270,6 +346,7 @@ async def _paced(
             if not worker.alive() or time.monotonic() > deadline:
                 raise RuntimeError("the worker did not label the canary conversion")
             await asyncio.sleep(0.1)
+        before = await asyncio.to_thread(_histograms, settings.metrics_port)
         produced = await produce_timed(settings, lines, rate=rate)
         deadline = time.monotonic() + timeout
         stalled_after = settings.max_wait_s + 10.0
@@ -281,7 +358,15 @@ async def _paced(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"labels for {follower.covered(keys)}/{len(keys)} keys")
             await asyncio.sleep(0.2)
-        return produced, follower
+        after = await asyncio.to_thread(_histograms, settings.metrics_port)
+        seen = {
+            name: {
+                key: histogram_between(before[name].get(key, []), rows)
+                for key, rows in series.items()
+            }
+            for name, series in after.items()
+        }
+        return produced, follower, seen
     finally:
         await follower.stop()
 
@@ -305,7 +390,7 @@ def run_latency(
     )
     try:
         worker.start()
-        produced, follower = asyncio.run(_paced(settings, worker, lines, rate, keys, timeout))
+        produced, follower, seen = asyncio.run(_paced(settings, worker, lines, rate, keys, timeout))
         rss = procfs.peak_rss_mib(worker.process.pid)
     finally:
         worker.stop()
@@ -328,4 +413,6 @@ def run_latency(
         expected_keys=len(keys),
         summary=latency.summarize(rows, settings.max_wait_s),
         peak_rss_mib=rss,
+        loop_lag={k: v for k, v in seen[LOOP_LAG].items() if v},
+        gc_pauses={k: v for k, v in seen[GC_PAUSE].items() if v},
     )

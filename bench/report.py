@@ -11,6 +11,7 @@ from bench import growth
 from bench.growth import GrowthResult
 from bench.passthrough import PassResult
 from bench.pipeline import LatencyResult, ThroughputResult
+from stream.health import LOOP_PROBE_S
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,23 @@ def _latency(r: Results) -> list[str]:
         f"The wait is {s['wait_share']:.0%} of the mean latency; {int(s['waited']):,} "
         f"conversions waited for the watermark, {int(s['bounded']):,} hit the bounded wait.",
     ]
+    for loop, lag in sorted(lat.loop_lag.items()):
+        held = lag["total_s"] / (lag["total_s"] + lag["n"] * LOOP_PROBE_S)
+        out += [
+            "",
+            f"Event-loop lag while paced, {loop} loop ({int(lag['n']):,} wake-ups of the "
+            "worker's 0.1 s probe, `convstream_event_loop_lag_seconds`, interpolated in the "
+            f"buckets): p50 {_n(lag['p50_ms'], 1)} ms, p95 {_n(lag['p95_ms'], 1)} ms, "
+            f"p99 {_n(lag['p99_ms'], 1)} ms, mean {_n(lag['mean_ms'], 1)} ms; the loop held "
+            f"the probe past its due time {held:.0%} of the time.",
+        ]
+    if lat.gc_pauses:
+        pauses = ", ".join(
+            f"generation {gen}: {int(p['n']):,} ({_n(p['total_s'], 2)} s, mean "
+            f"{_n(p['mean_ms'], 1)} ms)"
+            for gen, p in sorted(lat.gc_pauses.items())
+        )
+        out += ["", f"Garbage collections while paced (`convstream_gc_pause_seconds`): {pauses}."]
     return out
 
 

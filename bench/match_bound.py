@@ -128,12 +128,15 @@ class Run:
         return {k: d.user_id for k, d in self.last.items()}
 
 
-def record(profile: str, seed: int) -> Run:
-    """Generate a replay of ``profile``/``seed`` and run a recording MatchModel over it."""
+def record(profile: str, seed: int, *, top_k: int = 8, max_candidates: int = 12) -> Run:
+    """Generate a replay of ``profile``/``seed`` and run a recording MatchModel over it, with
+    ``top_k`` users per lookup answer and ``max_candidates`` probed and scored (the worker's
+    defaults)."""
     started = time.monotonic()
     lines, truth = generate(config_from_args(profile, seed=seed))
     last: dict[ConversionKey, Decision] = {}
-    labels = run_offline(lines, functools.partial(RecordingMatchModel, last))
+    matcher = functools.partial(RecordingMatchModel, last, max_candidates=max_candidates)
+    labels = run_offline(lines, matcher, top_k=top_k, max_candidates=max_candidates)
     report = evaluate(labels, truth)
     truth_by_key = {row["conversion_key"]: row for row in truth}
     return Run(profile, seed, truth_by_key, last, report, time.monotonic() - started)
@@ -645,9 +648,12 @@ def table_row(result: Result) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def analyse(profile: str, seed: int, repeats: int, *, rounds: int, depth: int) -> Result:
-    """Run MatchModel on one profile/seed, check the join, and bound it."""
-    run = record(profile, seed)
+def analyse(
+    profile: str, seed: int, repeats: int, *, rounds: int, depth: int, **candidates: int
+) -> Result:
+    """Run MatchModel on one profile/seed, check the join, and bound it (``candidates``: the
+    ``top_k`` and ``max_candidates`` of :func:`record`)."""
+    run = record(profile, seed, **candidates)
     check_join(run)
     model_picks = {k: (run.last[k].snapshot["u"], run.last[k].snapshot["p"]) for k in run.prob_keys}
     curve = sweep(run.decided_users, model_picks, run.truth)
@@ -689,6 +695,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="oracle cross-fits (default: 5)")
     parser.add_argument("--rounds", type=int, default=200, help="GBDT boosting rounds")
     parser.add_argument("--depth", type=int, default=3, help="GBDT tree depth")
+    parser.add_argument("--top-k", type=int, default=8, help="users per lookup answer (8)")
+    parser.add_argument(
+        "--max-candidates", type=int, default=12, help="candidates probed and scored (12)"
+    )
     args = parser.parse_args()
     profiles = _split_values(args.profile, DEFAULT_PROFILES)
     seeds = [int(s) for s in _split_values(args.seed, ["1"])]
@@ -698,7 +708,15 @@ def main() -> None:
     results = []
     for profile in profiles:
         for seed in seeds:
-            result = analyse(profile, seed, args.repeats, rounds=args.rounds, depth=args.depth)
+            result = analyse(
+                profile,
+                seed,
+                args.repeats,
+                rounds=args.rounds,
+                depth=args.depth,
+                top_k=args.top_k,
+                max_candidates=args.max_candidates,
+            )
             results.append(result)
             print("\n".join(block(result)) + "\n", flush=True)
     print("\n".join([*TABLE_HEADER, *(table_row(r) for r in results)]))

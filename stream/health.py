@@ -45,8 +45,8 @@ class GCPauseTimer:
     start time serves every thread.
     """
 
-    def __init__(self, observe: Callable[[int, float], None] = metrics.observe_gc_pause) -> None:
-        self.observe = observe
+    def __init__(self, observe: Callable[[int, float], None] | None = None) -> None:
+        self.observe = observe or metrics.gc_pause_observer()
         self.started: float | None = None
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
@@ -57,12 +57,12 @@ class GCPauseTimer:
             self.started = None
 
 
-def time_gc_pauses(timer: GCPauseTimer | None = None) -> GCPauseTimer:
+def time_gc_pauses() -> GCPauseTimer:
     """Install a :class:`GCPauseTimer` (once per process) and return the installed one."""
     for callback in gc.callbacks:
         if isinstance(callback, GCPauseTimer):
             return callback
-    installed = timer or GCPauseTimer()
+    installed = GCPauseTimer()
     gc.callbacks.append(installed)
     return installed
 
@@ -87,7 +87,7 @@ async def consumer_lag(app: Any, logical: dict[str, str]) -> dict[str, int]:
 
 
 def register(rt: Any) -> None:
-    """Add the health timer to the app of ``rt`` (a stream.app.Runtime)."""
+    """Add the health timers and probes to the app of ``rt`` (a stream.app.Runtime)."""
     app = rt.app
     time_gc_pauses()
     clients: list[AIOKafkaClient] = []  # made on the worker's loop, at the first tick

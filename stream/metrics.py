@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -407,8 +407,19 @@ def observe_loop_lag(seconds: float, loop: str = "main") -> None:
     EVENT_LOOP_LAG.labels(loop).observe(max(seconds, 0.0))
 
 
-def observe_gc_pause(generation: int, seconds: float) -> None:
-    GC_PAUSE.labels(str(generation)).observe(max(seconds, 0.0))
+def gc_pause_observer() -> Callable[[int, float], None]:
+    """``observe(generation, seconds)`` for a ``gc.callbacks`` entry.
+
+    The per-generation children are made here, up front: making one holds the metric's lock
+    while it allocates, a collection can start right there, and a callback that then asked for
+    a child would wait for a lock its own thread holds.
+    """
+    children = {generation: GC_PAUSE.labels(str(generation)) for generation in range(3)}
+
+    def observe(generation: int, seconds: float) -> None:
+        children[generation].observe(max(seconds, 0.0))
+
+    return observe
 
 
 def count_heap_released(n_bytes: int) -> None:

@@ -65,8 +65,9 @@ def populate() -> None:
     metrics.set_broker_up(True)
     for loop, lag in (("main", 0.002), ("consumer", 0.004)):
         metrics.observe_loop_lag(lag, loop=loop)
+    observe_gc_pause = metrics.gc_pause_observer()
     for generation, pause in enumerate((0.0004, 0.002, 0.1)):
-        metrics.observe_gc_pause(generation, pause)
+        observe_gc_pause(generation, pause)
     metrics.count_heap_released(1 << 20)
     metrics.set_model_quality(auc=0.91, logloss=0.31, ece=0.02)
     for advertiser in ("adv-1", "adv-2", "adv-unlisted"):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 
-from stream import health
+from stream import health, metrics
 
 
 async def test_a_held_loop_shows_as_lag_and_an_idle_one_does_not() -> None:
@@ -47,3 +48,22 @@ def test_gc_pause_timer_is_installed_once() -> None:
     first = health.time_gc_pauses()
     assert health.time_gc_pauses() is first
     assert sum(isinstance(cb, health.GCPauseTimer) for cb in gc.callbacks) == 1
+
+
+def test_a_collection_while_the_metric_is_locked_does_not_deadlock() -> None:
+    # A scrape, or the first use of a label value, holds the metric's (non-reentrant) lock while
+    # it allocates, so a collection can start right there, in that thread.
+    timer = health.GCPauseTimer()
+    gc.callbacks.append(timer)
+
+    def collect_under_the_lock() -> None:
+        with metrics.GC_PAUSE._lock:
+            gc.collect(0)
+
+    try:
+        worker = threading.Thread(target=collect_under_the_lock, daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+        assert not worker.is_alive(), "the GC callback waited for a lock its thread holds"
+    finally:
+        gc.callbacks.remove(timer)

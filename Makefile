@@ -16,15 +16,15 @@ demo: $(STAMP)
 	$(BIN)/convstream demo
 
 test: $(STAMP)
-	$(BIN)/ruff check stream models tests
+	$(BIN)/ruff check stream models tests bench
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/models models
 
 lint: $(STAMP)
-	$(BIN)/ruff check stream models tests
-	$(BIN)/ruff format --check stream models tests
+	$(BIN)/ruff check stream models tests bench
+	$(BIN)/ruff format --check stream models tests bench
 
 clean:
 	rm -rf $(VENV) demo-out

@@ -48,8 +48,12 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start worker processes for a test; every one of them is stopped at teardown."""
     started: list[WorkerProcess] = []
 
-    def start(settings: Settings, name: str = "worker", **env: str) -> WorkerProcess:
+    def start(
+        settings: Settings, name: str = "worker", loglevel: str | None = None, **env: str
+    ) -> WorkerProcess:
         w = WorkerProcess(settings_env(settings), tmp_path / f"{name}.log", extra_env=env)
+        if loglevel is not None:
+            w.loglevel = loglevel
         started.append(w.start())
         return w
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import latency, procfs
 from bench.replay import Produced, canary, conversion_keys, produce_timed
@@ -70,24 +71,24 @@ def parse_histograms(text: str, name: str, label: str) -> dict[str, list[tuple[A
     r"""Histogram ``name`` of a ``/metrics`` page, per value of its one ``label``: cumulative
     ``(le, count)`` buckets, and ``("sum", seconds)`` last.
 
-    >>> text = ('convstream_event_loop_lag_seconds_bucket{le="0.1",loop="main"} 3.0\n'
+    >>> text = ('# TYPE convstream_event_loop_lag_seconds histogram\n'
+    ...         'convstream_event_loop_lag_seconds_bucket{le="0.1",loop="main"} 3.0\n'
     ...         'convstream_event_loop_lag_seconds_bucket{loop="main",le="+Inf"} 4.0\n'
     ...         'convstream_event_loop_lag_seconds_sum{loop="main"} 0.5\n')
     >>> parse_histograms(text, LOOP_LAG, "loop")
     {'main': [(0.1, 3.0), (inf, 4.0), ('sum', 0.5)]}
     """
-    pattern = re.compile(
-        rf'^{name}_(bucket|sum)\{{(?:le="([^"]+)",)?{label}="([^"]+)"(?:,le="([^"]+)")?\}} '
-        r"([0-9.e+]+)$",
-        re.M,
-    )
     buckets: dict[str, list[tuple[Any, float]]] = {}
     sums: dict[str, float] = {}
-    for kind, le_first, key, le_last, value in pattern.findall(text):
-        if kind == "sum":
-            sums[key] = float(value)
-        else:
-            buckets.setdefault(key, []).append((float(le_first or le_last), float(value)))
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            key = sample.labels.get(label, "")
+            if sample.name == f"{name}_bucket":
+                buckets.setdefault(key, []).append((float(sample.labels["le"]), sample.value))
+            elif sample.name == f"{name}_sum":
+                sums[key] = sample.value
     return {key: [*rows, ("sum", sums.get(key, 0.0))] for key, rows in buckets.items()}
 
 

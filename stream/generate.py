@@ -80,6 +80,10 @@ class GeneratorConfig:
     relay_rate: float = 0.8  # share of a relay user's traffic that goes through the relay
     relay_ips: int = 6
     ua_null_rate: float = 0.02
+    # Browser and OS updates: a device's user agent moves to the catalog's next version at a
+    # random time; devices already on the newest version keep theirs. Drawn from a separate
+    # stream, so changing it leaves the rest of the world as it was.
+    ua_upgrade_rate: float = 0.0
     device_id_null_rate: float = 0.2
     # Platform activity (means; each user draws their own rate around them).
     sessions_per_day: float = 0.8
@@ -154,6 +158,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "strangers": _STRANGERS,
     "ip-loss": _IP_LOSS,
     "hard": {**_HEAVY_SHARING, **_STRANGERS, **_IP_LOSS},
+    "ua-drift": {"ua_upgrade_rate": 0.7},
 }
 
 
@@ -163,10 +168,10 @@ def config_from_args(profile: str = "default", **overrides: Any) -> GeneratorCon
     >>> cfg = config_from_args("strangers", seed=5, users=None)
     >>> cfg.seed, cfg.users, cfg.stranger_share
     (5, 3000, 0.5)
-    >>> config_from_args("nope")
+    >>> config_from_args("nope")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown profile 'nope'; choose from default, heavy-sharing, strangers, ip-loss, hard
+    ValueError: unknown profile 'nope'; choose from default, heavy-sharing, ..., ua-drift
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
@@ -299,6 +304,12 @@ class _Device:
     device_id: str  # sha256 hex of the raw id
     ua: str
     mobile: bool
+    upgrade: tuple[int, str] | None = None  # (ts, user agent from then on)
+
+    def ua_at(self, ts: int) -> str:
+        if self.upgrade is not None and ts >= self.upgrade[0]:
+            return self.upgrade[1]
+        return self.ua
 
 
 @dataclass(slots=True)
@@ -419,6 +430,12 @@ class _World:
             for v in versions
         ]
         self.ua_cum = list(itertools.accumulate(w for _, w, _ in self.ua_choices))
+        self.ua_next = {
+            template.format(v=old): template.format(v=new)
+            for template, versions, _, _ in _UA_CATALOG
+            for old, new in itertools.pairwise(versions)
+        }
+        self.upgrade_rng = random.Random(cfg.seed * 1_000_003 + 17)
         self._build_networks()
         self._build_advertisers()
 
@@ -498,7 +515,12 @@ class _World:
                 break
         raw = f"{rng.getrandbits(128):032x}"
         raw = f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"  # an IDFA-like id
-        return _Device(_sha256(raw), ua, is_mobile)
+        device = _Device(_sha256(raw), ua, is_mobile)
+        up = self.upgrade_rng
+        if ua in self.ua_next and up.random() < self.cfg.ua_upgrade_rate:
+            when = self.cfg.start_ms + int(up.uniform(0, self.cfg.days * DAY_MS))
+            device.upgrade = (when, self.ua_next[ua])
+        return device
 
     def _new_person(self, user_id: str | None, household: _Household) -> _Person:
         cfg, rng = self.cfg, self.rng
@@ -584,8 +606,8 @@ class _World:
             return rng.choice(self.carriers[p.carrier])
         return p.household.ip_at(ts)
 
-    def _ua(self, device: _Device) -> str | None:
-        return None if self.rng.random() < self.cfg.ua_null_rate else device.ua
+    def _ua(self, device: _Device, ts: int) -> str | None:
+        return None if self.rng.random() < self.cfg.ua_null_rate else device.ua_at(ts)
 
     def _token(self, prefix: str) -> str:
         while True:
@@ -653,7 +675,7 @@ class _World:
         assert p.user_id is not None
         ts = self._random_ts()
         device = rng.choice(p.devices)
-        ip, ua = self._ip_at(p, device, ts), self._ua(device)
+        ip, ua = self._ip_at(p, device, ts), self._ua(device, ts)
         device_id = None if rng.random() < self.cfg.device_id_null_rate / 2 else device.device_id
         value = {
             "user_id": p.user_id,
@@ -697,7 +719,7 @@ class _World:
         cfg, rng = self.cfg, self.rng
         t = self._random_ts()
         device = rng.choice(p.devices) if rng.random() < 0.35 else p.devices[0]
-        ip, ua = self._ip_at(p, device, t), self._ua(device)
+        ip, ua = self._ip_at(p, device, t), self._ua(device, t)
         device_id = None if rng.random() < cfg.device_id_null_rate else device.device_id
         for _ in range(1 + _poisson(rng, cfg.impressions_per_session - 1)):
             t += rng.randrange(3 * SECOND_MS, 90 * SECOND_MS)
@@ -735,7 +757,7 @@ class _World:
         assert device is not None
         if not v.keep_ip:
             v.ip = self._ip_at(p, device, v.ts)
-        v.ua = self._ua(device)
+        v.ua = self._ua(device, v.ts)
         if p.user_id is not None:
             v.click_id = self._cookie_click(device, v.advertiser, v.ts)
         r = rng.random()

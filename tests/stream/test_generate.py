@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from models.identity import ua_family
 from stream.generate import (
     DAY_MS,
     PIXEL_DELAY_MS,
@@ -571,3 +572,34 @@ def test_truth_agrees_with_brute_force(profile):
     # the small world still exercises every branch
     assert checked["linkable"] > 20 and checked["click"] > 5 and checked["view"] > 5
     assert any(not row["linkable"] for row in truth if row["user_id"] is not None)
+
+
+def _device_user_agents(lines: list[dict[str, Any]]) -> dict[str, list[tuple[int, str]]]:
+    """Each device's user agents in event-time order (platform events that carry both)."""
+    seen: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for line in lines:
+        v = line["value"]
+        if line["topic"] in ("impressions", "clicks", "identity") and v["device_id"]:
+            if v["user_agent"]:
+                seen[v["device_id"]].append((v["ts"], v["user_agent"]))
+    return {device: sorted(uas) for device, uas in seen.items()}
+
+
+def test_ua_drift_moves_devices_to_a_newer_version_once_and_leaves_the_world_alone(small_runs):
+    base_lines, base_truth = small_runs["default"]
+    lines, truth = small_runs["ua-drift"]
+    # Upgrades draw from their own stream: same people, events and conversions.
+    assert [row["conversion_key"] for row in truth] == [row["conversion_key"] for row in base_truth]
+    assert len(lines) == len(base_lines)
+    assert {len({ua for _, ua in uas}) for uas in _device_user_agents(base_lines).values()} == {1}
+    drifted = 0
+    for uas in _device_user_agents(lines).values():
+        versions = [ua for i, (_, ua) in enumerate(uas) if i == 0 or ua != uas[i - 1][1]]
+        # At most one switch, never back: the old agent before, the new one after.
+        assert len(versions) == len(set(versions)) <= 2
+        if len(versions) == 2:
+            drifted += 1
+            old, new = versions
+            assert ua_family(old) == ua_family(new) and old != new
+    devices = len(_device_user_agents(lines))
+    assert 0.15 * devices < drifted < 0.7 * devices

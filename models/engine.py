@@ -33,7 +33,12 @@ from models import coordinator
 from models.attribution import AttributionConfig
 from models.dedupe import conversion_key
 from models.engagements import add_engagements, probe
-from models.identity import conversion_identifiers, engagement_identifiers, hash_user_data
+from models.identity import (
+    conversion_identifiers,
+    engagement_identifiers,
+    hash_user_data,
+    sighting_families,
+)
 from models.index import DEFAULT_MAX_USERS, add_sighting, lookup
 from models.learning_queue import LearningQueue
 from models.partitioning import partition_for
@@ -103,8 +108,15 @@ class OfflineEngine:
             v.get("em"),
             v.get("ph"),
         )
-        for _, key in keys:
-            self.index[key] = add_sighting(self.index.get(key), user, ts, max_users=self.max_users)
+        families = sighting_families(v.get("user_agent"), ts)
+        for kind, key in keys:
+            self.index[key] = add_sighting(
+                self.index.get(key),
+                user,
+                ts,
+                max_users=self.max_users,
+                families=families if kind == "ip" else None,
+            )
         kind = ENGAGEMENT_TOPICS[topic]
         if kind is not None:
             row = [

@@ -252,6 +252,18 @@ def ua_family(ua: str | None) -> str:
     return f"{browser or 'other'}/{os_name or 'other'}"
 
 
+def sighting_families(user_agent: object, ts: int) -> dict[str, int] | None:
+    """The user agent family an ``ip`` sighting at ``ts`` records, None without a user agent.
+
+    >>> sighting_families("Mozilla/5.0 (Windows NT 10.0; rv:121.0) Firefox/121.0", 7)
+    {'firefox/windows': 7}
+    >>> sighting_families("  ", 7) is None
+    True
+    """
+    agent = _clean(user_agent)
+    return None if agent is None else {ua_family(agent): ts}
+
+
 def _identifiers(
     *,
     click_id: object = None,

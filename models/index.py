@@ -2,13 +2,18 @@
 
 An entry is a plain dict so that a Faust table and the offline engine store the same thing::
 
-    {"u": {user_id: [first_ts, last_ts, count, recent]}, "d": evicted_distinct_users}
+    {"u": {user_id: [first_ts, last_ts, count, recent(, families)]}, "d": evicted_distinct_users}
 
 ``recent`` keeps up to ``HISTORY`` sighting times (sightings within ``COALESCE_MS`` of the newest
 kept one merge into it), so a lookup for a conversion at time T sees when the user was last seen
 *before* T even when the entry already holds later sightings. The entry is bounded: past
 ``max_users`` the least recently seen user is evicted and counted in ``d``, so a carrier NAT
 address keeps a true high degree without unbounded state.
+
+Rows of ``ip`` entries also keep ``families``: the user agent families (``browser/os``, without
+versions) the user was seen with on the address, each with the time it was first seen there. A
+browser update changes the exact user agent, and so the ``ipua`` key, but not the family; and
+the lookup counts how many users of the address were seen with each family.
 
 >>> entry = add_sighting(None, "u1", 1_000, max_users=2)
 >>> entry = add_sighting(entry, "u2", 2_000, max_users=2)
@@ -30,6 +35,8 @@ LookupAnswer = dict[str, Any]
 DEFAULT_MAX_USERS = 64
 HISTORY = 8
 COALESCE_MS = 10 * 60 * 1000
+#: User agent families kept per user and address; more than this on one address is not a person.
+MAX_FAMILIES = 4
 
 
 def add_sighting(
@@ -40,15 +47,21 @@ def add_sighting(
     count: int = 1,
     first_ts: int | None = None,
     max_users: int = DEFAULT_MAX_USERS,
+    families: dict[str, int] | None = None,
 ) -> IdentEntry:
-    """Record ``count`` sightings of ``user_id`` ending at ``ts``; returns the (mutated) entry."""
+    """Record ``count`` sightings of ``user_id`` ending at ``ts``; returns the (mutated) entry.
+
+    ``families`` maps user agent families seen in these sightings to their first time.
+    """
     if entry is None:
         entry = {"u": {}, "d": 0}
     users = entry["u"]
     row = users.get(user_id)
     start = ts if first_ts is None else first_ts
     if row is None:
-        users[user_id] = [start, ts, count, [ts]]
+        row = users[user_id] = [start, ts, count, [ts]]
+        if families:
+            _add_families(row, families)
         if len(users) > max_users:
             oldest = min(users, key=lambda u: (users[u][1], u))
             del users[oldest]
@@ -58,7 +71,27 @@ def add_sighting(
     row[1] = max(row[1], ts)
     row[2] += count
     _remember(row[3], ts)
+    if families:
+        _add_families(row, families)
     return entry
+
+
+def _add_families(row: list[Any], families: dict[str, int]) -> None:
+    """Merge first-seen times of families into the row (bounded by ``MAX_FAMILIES``).
+
+    >>> row = [0, 0, 1, [0]]
+    >>> _add_families(row, {"safari/ios": 50}); _add_families(row, {"safari/ios": 20})
+    >>> row[4]
+    {'safari/ios': 20}
+    """
+    if len(row) < 5:
+        row.append({})
+    kept: dict[str, int] = row[4]
+    for family, ts in families.items():
+        if family in kept:
+            kept[family] = min(kept[family], ts)
+        elif len(kept) < MAX_FAMILIES:
+            kept[family] = ts
 
 
 def _remember(recent: list[int], ts: int) -> None:
@@ -83,7 +116,7 @@ def last_seen_before(row: list[Any], ts: int) -> int | None:
     >>> last_seen_before([7_000_000, 9_000_000, 3, [9_000_000]], 6_000_000) is None
     True
     """
-    first, _, _, recent = row
+    first, recent = row[0], row[3]
     if first > ts:
         return None
     best = first
@@ -124,10 +157,23 @@ def lookup(
     the conversion (plus evicted ones), the term-frequency signal that tells a household IP from
     a carrier NAT. ``users`` holds the ``top_k`` most recent, as
     ``[user_id, first_ts, last_ts_before_conversion, count]``.
+
+    When the entry keeps user agent families, the answer also has ``families``: for each
+    returned user, the families it was seen with on the identifier by the conversion time; and
+    ``family_degree``: how many of the users in the window had each family by then.
+
+    >>> entry = add_sighting(None, "u1", 1_000, families={"safari/ios": 1_000})
+    >>> entry = add_sighting(entry, "u2", 2_000, families={"chrome/android": 2_000})
+    >>> entry = add_sighting(entry, "u1", 5_000, families={"chrome/android": 5_000})
+    >>> answer = lookup(entry, "ip:1.2.3.4", conversion_ts=3_000, lookback_ms=10_000, top_k=5)
+    >>> answer["families"], answer["family_degree"]
+    ({'u2': ['chrome/android'], 'u1': ['safari/ios']}, {'safari/ios': 1, 'chrome/android': 1})
     """
     kind = key.split(":", 1)[0]
     rows: list[list[Any]] = []
     degree = 0
+    seen_families: dict[str, list[str]] = {}
+    family_degree: dict[str, int] = {}
     if entry is not None:
         horizon = conversion_ts - lookback_ms
         for user_id, row in entry["u"].items():
@@ -138,6 +184,18 @@ def lookup(
             if seen >= horizon:
                 degree += 1
                 rows.append([user_id, first, seen, count])
+                if len(row) > 4:
+                    known = [f for f, since in row[4].items() if since <= conversion_ts]
+                    for family in known:
+                        family_degree[family] = family_degree.get(family, 0) + 1
+                    if known:
+                        seen_families[user_id] = known
         degree += entry.get("d", 0)
     rows.sort(key=lambda r: (-r[2], r[0]))
-    return {"key": key, "kind": kind, "degree": degree, "users": rows[:top_k]}
+    answer = {"key": key, "kind": kind, "degree": degree, "users": rows[:top_k]}
+    if family_degree:
+        answer["families"] = {
+            r[0]: seen_families[r[0]] for r in answer["users"] if r[0] in seen_families
+        }
+        answer["family_degree"] = family_degree
+    return answer

@@ -7,6 +7,9 @@
 ... # doctest: +NORMALIZE_WHITESPACE
 ['same ip+ua (ip degree 1)', 'on ip 1.0m before', 'clicked advertiser 2.0h before',
  '3 candidates, margin 0.42']
+>>> probabilistic_reasons({"ip": 1.0, "ipfam": 1.0, "ipfam_inv": 0.25, "ip_logdeg": math.log(40),
+...                        "ip_age": LONG_AGO}, 2, 0.1)[0]
+'same ip and ua family, other version (ip degree 40, 4 of family)'
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ def probabilistic_reasons(f: Features, n_candidates: int, margin: float) -> list
     out = []
     if f.get("ipua"):
         out.append(f"same ip+ua (ip degree {degree})")
+    elif f.get("ip") and f.get("ipfam"):
+        family = round(1.0 / f["ipfam_inv"]) if f.get("ipfam_inv") else degree
+        out.append(f"same ip and ua family, other version (ip degree {degree}, {family} of family)")
     elif f.get("ip"):
         out.append(f"same ip, other ua (ip degree {degree})")
     if f.get("ip") and f.get("ip_age", LONG_AGO) < LONG_AGO:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from models.identity import DETERMINISTIC_KINDS, PROBABILISTIC_KINDS
+from models.identity import DETERMINISTIC_KINDS, PROBABILISTIC_KINDS, ua_family
 
 Features = dict[str, float]
 UserId = str
@@ -66,6 +66,10 @@ PAIR_FEATURES: tuple[str, ...] = (
     "pixel",
     "no_ip",
     "no_ua",
+    # Appended, so vectors stored before these existed still line up (missing ones read as 0).
+    "ipfam",
+    "ipfam_inv",
+    "ipfam_logdeg",
 )
 
 
@@ -106,12 +110,17 @@ def candidate_features(
     prob_pool = {r[0] for k in PROBABILISTIC_KINDS if k in by_kind for r in by_kind[k]["users"]}
     adv_ages = {u: _log_age(ts, (probes.get(u) or {}).get("last_adv_ts")) for u in chosen}
     engaged = [u for u in chosen if (probes.get(u) or {}).get("n_adv")]
+    agent = ud.get("client_user_agent")
+    family = ua_family(agent) if agent else None
+    family_of = (ip_ans or {}).get("families") or {}
+    family_degree = max(((ip_ans or {}).get("family_degree") or {}).get(family, 0), 1)
     common = {
         "n_cand": math.log1p(len(prob_pool)),
         "capi": float("capi" in sources),
         "pixel": float("pixel" in sources),
         "no_ip": float(not ud.get("client_ip_address")),
         "no_ua": float(not ud.get("client_user_agent")),
+        "ipfam_logdeg": math.log(family_degree) if family and family_of else 0.0,
     }
     out: dict[UserId, Features] = {}
     for user in chosen:
@@ -140,12 +149,16 @@ def candidate_features(
             f["ip_rank"] = float(rank)
             f["ip_tenure"] = _log_age(ts, row[1])
             f["ip_share"] = row[3] / max(ip_total, 1)
+            f["ipfam"] = float(family is not None and family in family_of.get(user, ()))
         elif f["ipua"] and ip_ans:
             # On the address with this user agent, but past the address answer's top-k.
             f["ip"], f["ip_inv"] = 1.0, 1.0 / max(ip_ans["degree"], 1)
             f["ip_age"], f["ip_cnt"] = f["ipua_age"], f["ipua_cnt"]
             f["ip_rank"] = float(len(ip_ans["users"]))
             f["ip_tenure"] = f["ipua_age"]
+            f["ipfam"] = float(bool(family_of))
+        if f["ipfam"]:
+            f["ipfam_inv"] = 1.0 / family_degree
         f["ip_only"] = float(f["ip"] == 1.0 and f["ipua"] == 0.0)
         probe = probes.get(user)
         if probe is not None:

@@ -46,6 +46,9 @@ def _with_interactions(f: Features) -> Features:
     x["ip_only_x_inv"] = f.get("ip_only", 0.0) * f.get("ip_inv", 0.0)
     x["ip_only_recency"] = f.get("ip_only", 0.0) * x["ip_recency"]
     x["ipua_x_inv"] = f.get("ipua", 0.0) * f.get("ipua_inv", 0.0)
+    # Same address and browser family, other exact user agent (an update, most often).
+    x["ipfam_only"] = f.get("ip_only", 0.0) * f.get("ipfam", 0.0)
+    x["ipfam_only_x_inv"] = f.get("ip_only", 0.0) * f.get("ipfam_inv", 0.0)
     x["prior"] = prior_logit(f)
     return x
 

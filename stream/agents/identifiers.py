@@ -53,7 +53,8 @@ def register(rt: Any, channel: Any) -> None:
 
     def apply_sightings(rows: list[list[Any]], clock: int | None) -> None:
         touched: dict[str, Any] = {}
-        for key, user_id, first, last, count in rows:
+        # A row is [key, user_id, first, last, count], plus the user agent families for ip keys.
+        for key, user_id, first, last, count, *families in rows:
             entry = touched[key] if key in touched else index.get(key)
             touched[key] = add_sighting(
                 entry,
@@ -62,6 +63,7 @@ def register(rt: Any, channel: Any) -> None:
                 count=count,
                 first_ts=first,
                 max_users=s.max_users_per_identifier,
+                families=families[0] if families else None,
             )
         for key, entry in touched.items():
             if clock is not None:

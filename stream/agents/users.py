@@ -17,7 +17,7 @@ import orjson
 from faust.types import TP
 
 from models.engagements import add_engagements, probe, remember_keys
-from models.identity import engagement_identifiers
+from models.identity import engagement_identifiers, sighting_families
 from models.partitioning import partition_for
 from stream import metrics
 from stream.records import (
@@ -54,7 +54,7 @@ def register(rt: Any, channel: Any) -> None:
     async def process(events: list[Any]) -> None:
         rows: dict[str, list[list[Any]]] = defaultdict(list)
         seen_keys: dict[str, dict[str, int]] = defaultdict(dict)
-        sightings: dict[tuple[str, str], list[int]] = {}
+        sightings: dict[tuple[str, str], list[Any]] = {}
         probes: list[dict[str, Any]] = []
         counts: dict[str, int] = defaultdict(int)
         for event in events:
@@ -85,16 +85,19 @@ def register(rt: Any, channel: Any) -> None:
                 rows[rec.user_id].append(
                     [rec.ts, rec.kind, rec.event_id, rec.advertiser_id, rec.campaign_id, rec.ad_id]
                 )
-            for _, key in keys:
+            families = sighting_families(rec.user_agent, rec.ts)
+            for kind, key in keys:
                 known = seen_keys[rec.user_id]
                 known[key] = max(known.get(key, rec.ts), rec.ts)
                 seen = sightings.get((key, rec.user_id))
                 if seen is None:
-                    sightings[(key, rec.user_id)] = [rec.ts, rec.ts, 1]
+                    seen = sightings[(key, rec.user_id)] = [rec.ts, rec.ts, 1]
                 else:
                     seen[0] = min(seen[0], rec.ts)
                     seen[1] = max(seen[1], rec.ts)
                     seen[2] += 1
+                if kind == "ip" and families:
+                    _merge_families(seen, families)
         for topic, n in counts.items():
             metrics.count_event_in(topic, n)
 
@@ -129,7 +132,7 @@ def register(rt: Any, channel: Any) -> None:
         event: Any,
         rows: dict[str, list[list[Any]]],
         seen_keys: dict[str, dict[str, int]],
-        sightings: dict[tuple[str, str], list[int]],
+        sightings: dict[tuple[str, str], list[Any]],
     ) -> None:
         """Forget a user everywhere: this batch, the users table, the identifier index."""
         try:
@@ -150,12 +153,10 @@ def register(rt: Any, channel: Any) -> None:
         for q, part_keys in by_partition.items():
             await rt.send("cs-ident", None, {"t": "f", "u": user_id, "k": part_keys}, q)
 
-    async def forward_sightings(sightings: dict[tuple[str, str], list[int]]) -> None:
+    async def forward_sightings(sightings: dict[tuple[str, str], list[Any]]) -> None:
         by_partition: dict[int, list[list[Any]]] = defaultdict(list)
-        for (key, user_id), (first, last, count) in sightings.items():
-            by_partition[partition_for(key, s.partitions)].append(
-                [key, user_id, first, last, count]
-            )
+        for (key, user_id), seen in sightings.items():
+            by_partition[partition_for(key, s.partitions)].append([key, user_id, *seen])
         marks = {}
         for p in tracker.partitions():
             mark = tracker.watermark(p)
@@ -187,6 +188,22 @@ def register(rt: Any, channel: Any) -> None:
         """
         async with sending:
             await forward_sightings({})
+
+
+def _merge_families(seen: list[Any], families: dict[str, int]) -> None:
+    """Add user agent families to a batched ``ip`` sighting ``[first, last, count(, families)]``,
+    keeping each family's earliest time.
+
+    >>> seen = [5, 5, 1]
+    >>> _merge_families(seen, {"safari/ios": 5}); _merge_families(seen, {"safari/ios": 3})
+    >>> seen
+    [5, 5, 1, {'safari/ios': 3}]
+    """
+    if len(seen) < 4:
+        seen.append({})
+    kept = seen[3]
+    for family, ts in families.items():
+        kept[family] = min(kept.get(family, ts), ts)
 
 
 def _deleted(state: dict[str, Any] | None) -> bool:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from models.identity import sha256_hex
+from models.identity import sha256_hex, ua_family
 from stream.kafka import produce, read_topic
 from stream.runner import wait_for_labels
 from tests.integration.traffic import MIN, T0, click, conversion, impression, key
@@ -73,6 +73,9 @@ def test_deleted_user_is_forgotten_and_no_longer_matches(settings, start_worker)
     )
     for ident, entry in identifiers.items():
         assert entry is None or "user-1" not in entry["u"], ident
+    # The address entry keeps, for the remaining user, the user agent family first seen there.
+    housemate = identifiers["ip:203.0.113.50"]["u"]["user-2"]
+    assert housemate[4] == {ua_family("UA-grace"): T0 + 3 * MIN}
     users = asyncio.run(_latest_values(settings.replace(topic_prefix=""), f"{app}-users-changelog"))
     assert set(users["user-1"]) == {"deleted"}
     worker.stop()

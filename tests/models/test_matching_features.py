@@ -129,3 +129,46 @@ def test_candidate_selection_is_bounded_and_deterministic_first():
     assert chosen == select_candidates(CONV, answers, max_candidates=5)
     prior = prior_scores(CONV, ANSWERS)
     assert prior["u1"] > prior["u2"]  # same ip+ua and recent beats an older ip-only sighting
+
+
+IPHONE_17_2 = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1"
+)
+
+
+def test_ua_family_on_the_address_after_a_browser_update():
+    # The converter's phone updated: its new exact user agent was never seen on the address,
+    # but its family was; a housemate on the same address uses another family.
+    conv = {
+        "ts": T,
+        "sources": ["pixel"],
+        "user_data": {"client_ip_address": "10.0.0.1", "client_user_agent": IPHONE_17_2},
+    }
+    ip = _answer(
+        "ip:10.0.0.1", 5, [["u1", 0, T - 60_000, 5], ["u2", 0, T - 30_000, 9], ["u3", 0, T, 1]]
+    )
+    ip["families"] = {"u1": ["safari/ios", "chrome/windows"], "u2": ["chrome/windows"]}
+    ip["family_degree"] = {"safari/ios": 2, "chrome/windows": 3}
+    feats = candidate_features(conv, {"ip:10.0.0.1": ip}, {})
+    u1, u2, u3 = feats["u1"], feats["u2"], feats["u3"]
+    assert (u1["ipfam"], u2["ipfam"], u3["ipfam"]) == (1.0, 0.0, 0.0)
+    assert u1["ipfam_inv"] == pytest.approx(1 / 2) and u2["ipfam_inv"] == 0.0
+    assert u1["ipfam_logdeg"] == u2["ipfam_logdeg"] == pytest.approx(math.log(2))
+    assert u1["ip_only"] == 1.0  # the exact user agent still does not match
+
+
+def test_ua_family_features_stay_zero_without_a_user_agent_or_family_state():
+    ip = _answer("ip:10.0.0.1", 2, [["u1", 0, T - 60_000, 5]])
+    no_state = candidate_features(CONV, {"ip:10.0.0.1": ip}, {})["u1"]
+    assert (no_state["ipfam"], no_state["ipfam_inv"], no_state["ipfam_logdeg"]) == (0, 0, 0)
+    ip["families"], ip["family_degree"] = {"u1": ["other/other"]}, {"other/other": 1}
+    conv = {"ts": T, "sources": ["capi"], "user_data": {"client_ip_address": "10.0.0.1"}}
+    no_agent = candidate_features(conv, {"ip:10.0.0.1": ip}, {})["u1"]
+    assert (no_agent["ipfam"], no_agent["ipfam_logdeg"]) == (0.0, 0.0)
+
+
+def test_vectors_stored_before_the_family_features_still_line_up():
+    old = to_vector(dict.fromkeys(PAIR_FEATURES, 1.0))[: PAIR_FEATURES.index("ipfam")]
+    restored = from_vector(old)
+    assert restored["no_ua"] == 1.0 and "ipfam" not in restored

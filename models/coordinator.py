@@ -59,6 +59,9 @@ def admit(
     'future'
     """
     ts = conv["ts"]
+    early = None
+    if state is not None and state["phase"] == "feedback_first":
+        state, early = None, state["feedback"]
     if state is None:
         if clock_ts is not None and ts < clock_ts - policy.max_age_ms:
             return None, "too_old"
@@ -74,7 +77,7 @@ def admit(
             "phase": "new",
             "label": None,
             "snapshot": None,
-            "feedback": None,
+            "feedback": early,
         }
         return fresh, "new"
     first = state["conv"]
@@ -85,6 +88,22 @@ def admit(
     sources = sorted(set(first["sources"]) | set(conv["sources"]))
     state["conv"] = {**first, "user_data": merged_ud, "sources": sources}
     return state, "correction" if gained else "duplicate"
+
+
+def feedback_first(user_id: str | None, ts: int) -> ConversionState:
+    """State for delayed truth that arrived before its conversion was read.
+
+    Each topic partition is read at its own pace, so on a replay or after downtime the small
+    feedback topic runs ahead of the conversions. The truth waits in the conversion's own state
+    (same key, same partition) for :func:`admit` to take it over, until ``expired``.
+
+    >>> p = Policy(max_age_ms=100)
+    >>> state, outcome = admit(feedback_first("u1", 1_050), {"ts": 1_000, "user_data": {}},
+    ...                        clock_ts=1_000, policy=p)
+    >>> outcome, state["feedback"], state["phase"]
+    ('new', {'user_id': 'u1', 'ts': 1050}, 'new')
+    """
+    return {"phase": "feedback_first", "feedback": {"user_id": user_id, "ts": ts}}
 
 
 def start_round(
@@ -160,10 +179,19 @@ def expired(state: ConversionState, clock_ts: int, policy: Policy) -> bool:
     engagement topics during a replay, so the conversions clock can pass a key's horizon while
     its lookups still wait for the engagement watermark.
 
+    Truth waiting for its conversion (:func:`feedback_first`) is dropped once the conversion
+    could no longer be admitted: ``max_age_ms`` past the truth's own time, which is later than
+    the conversion's.
+
     >>> pending, done = {"conv": {"ts": 0}, "phase": "lookup"}, {"conv": {"ts": 0}, "phase": "done"}
     >>> expired(pending, 10 * DAY_MS, Policy()), expired(done, 10 * DAY_MS, Policy())
     (False, True)
+    >>> early = feedback_first(None, 0)
+    >>> expired(early, 7 * DAY_MS, Policy()), expired(early, 7 * DAY_MS + 1, Policy())
+    (False, True)
     """
+    if state["phase"] == "feedback_first":
+        return clock_ts - state["feedback"]["ts"] > policy.max_age_ms
     if state["phase"] != "done":
         return False
     keep = max(policy.dedupe_window_ms, policy.feedback_horizon_ms)

@@ -5,9 +5,10 @@ user states; a conversion waits until engagements have been read past its event 
 allowed lateness (the stream's watermark), then is looked up, probed and resolved by the match
 model of its partition (Kafka's murmur2 of the conversion key). A later copy that brings new
 identifiers re-resolves it, and a changed label goes out with the next revision. Feedback
-teaches the partition's model from the stored snapshot. As in the worker, every learning step
-(self-supervised or feedback) waits in the partition's :class:`LearningQueue` and is applied in
-event-time order ``learning_delay_ms`` behind the decisions. ``convstream evaluate --replay``
+teaches from the stored snapshot. As in the worker, every learning example (self-supervised or
+feedback) goes to every partition's replica (``pooled_learning``; only to its own partition's
+otherwise), waits in that partition's :class:`LearningQueue` and is applied in event-time order
+``learning_delay_ms`` behind the decisions. ``convstream evaluate --replay``
 runs this for the model and the baselines side by side.
 
 >>> from models.matching.baseline import RuleBaseline
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from models import coordinator
@@ -41,6 +43,7 @@ from models.identity import (
 )
 from models.index import DEFAULT_MAX_USERS, add_sighting, lookup
 from models.learning_queue import LearningQueue
+from models.matching.model import compact_example
 from models.partitioning import partition_for
 from models.resolve import external_id_link, resolve, select_probe_candidates
 
@@ -68,8 +71,10 @@ class OfflineEngine:
         allowed_lateness_ms: int = 300_000,
         dedupe_window_ms: int = 2 * DAY_MS,
         learning_delay_ms: int = HOUR_MS,
+        pooled_learning: bool = True,
     ) -> None:
         self.partitions = partitions
+        self.pooled_learning = pooled_learning
         self.config = attribution_config or AttributionConfig()
         self.lookback_ms = lookback_ms
         self.top_k = top_k
@@ -205,8 +210,8 @@ class OfflineEngine:
             revision=state["revision"] + 1,
             emitted_at=self.watermark,
         )
-        queue.push(
-            conv["ts"], key, lambda: matcher.learn_self_supervised(conv, answers, probes, decision)
+        self._share(
+            part, conv["ts"], key, matcher.self_supervised_example(conv, answers, probes, decision)
         )
         out = coordinator.settle(state, label, decision.snapshot)
         if out is not None:
@@ -220,20 +225,30 @@ class OfflineEngine:
         truth = state.get("feedback")
         if truth is not None and not truth["learned"]:
             truth["learned"] = True
-            snapshot, user = decision.snapshot, truth["user_id"]
-            queue.push(truth["ts"], key, lambda: matcher.learn_feedback(snapshot, user))
+            example = matcher.feedback_example(decision.snapshot, truth["user_id"])
+            self._share(part, truth["ts"], key, example)
 
     def _feedback(self, v: dict[str, Any]) -> None:
         key = conversion_key(v["advertiser_id"], v["event_name"], v["event_id"])
         state = self.states.get(key)
-        if state is None:
+        if state is None or state["phase"] == "feedback_first":
+            self.states[key] = coordinator.feedback_first(v.get("user_id"), v["ts"])
             return
         done = state["phase"] == "done" and state["snapshot"] is not None
         state["feedback"] = {"user_id": v.get("user_id"), "ts": v["ts"], "learned": done}
         if done:
             part = partition_for(key, self.partitions)
-            matcher, snapshot, user = self.matchers[part], state["snapshot"], v.get("user_id")
-            self.queues[part].push(v["ts"], key, lambda: matcher.learn_feedback(snapshot, user))
+            example = self.matchers[part].feedback_example(state["snapshot"], v.get("user_id"))
+            self._share(part, v["ts"], key, example)
+
+    def _share(self, part: int, ts: int, key: str, example: dict[str, Any] | None) -> None:
+        """Queue a learning example for every replica (pooled learning) or for its own."""
+        if example is None:
+            return
+        example = compact_example(example)  # as the worker holds it
+        targets = range(self.partitions) if self.pooled_learning else (part,)
+        for target in targets:
+            self.queues[target].push(ts, key, partial(self.matchers[target].learn_example, example))
 
     def finish(self) -> list[dict[str, Any]]:
         self._drain(float("inf"))

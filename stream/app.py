@@ -169,5 +169,5 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
 
     users.register(rt, channel(*ENGAGEMENT_TOPICS, "privacy", "cs-probe"))
     identifiers.register(rt, channel("cs-ident"))
-    conversions.register(rt, channel("conversions", "feedback", "cs-answer"))
+    conversions.register(rt, channel("conversions", "feedback", "cs-answer", "cs-learn"))
     return app, rt

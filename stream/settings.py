@@ -19,7 +19,7 @@ HOUR_MS = 3600 * 1000
 #: Logical topic names; the physical name is ``topic_prefix + name``.
 INPUT_TOPICS = ("impressions", "clicks", "identity", "conversions", "feedback", "privacy")
 ENGAGEMENT_TOPICS = ("impressions", "clicks", "identity")
-INTERNAL_TOPICS = ("cs-ident", "cs-answer", "cs-probe")
+INTERNAL_TOPICS = ("cs-ident", "cs-answer", "cs-probe", "cs-learn")
 OUTPUT_TOPICS = ("labels", "dead-letter")
 
 

@@ -59,6 +59,18 @@ class RuleBaseline:
     def learn_feedback(self, snapshot: Any, true_user_id: str | None) -> None:
         return None
 
+    def self_supervised_example(
+        self, conv: Any, answers: Any, probes: Any, decision: Any
+    ) -> dict[str, Any] | None:
+        return None
+
+    @staticmethod
+    def feedback_example(snapshot: Any, true_user_id: str | None) -> dict[str, Any] | None:
+        return None
+
+    def learn_example(self, example: dict[str, Any]) -> None:
+        return None
+
     def stats(self) -> dict[str, Any]:
         return {}
 

@@ -131,9 +131,9 @@ class DeterministicRates:
         counts = self.outcomes.setdefault(cell, [0.0, 0.0])
         counts[0 if correct else 1] += 1.0
 
-    def agreement(self, answers: dict[str, dict[str, Any]]) -> None:
-        """When kinds co-occur, each kind alone is right when it names the others' user."""
-        tops = kind_tops(answers)
+    def agreement(self, tops: dict[str, str]) -> None:
+        """When kinds co-occur, each kind alone is right when it names the others' user
+        (``tops``: :func:`kind_tops` of a conversion's answers)."""
         for kind, user in tops.items():
             others = {u for k, u in tops.items() if k != kind}
             if len(others) == 1:

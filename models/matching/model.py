@@ -15,19 +15,35 @@ expected correct weight and p * (1 - p) wrong weight, so emitting it helps exact
 from __future__ import annotations
 
 import pickle
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
 from models.identity import DETERMINISTIC_KINDS, PROBABILISTIC_KINDS
 from models.matching.candidates import select_candidates
 from models.matching.conversion import ConversionScorer, conversion_features
-from models.matching.deterministic import DeterministicRates, pick_deterministic
+from models.matching.deterministic import DeterministicRates, kind_tops, pick_deterministic
 from models.matching.explain import deterministic_reasons, probabilistic_reasons
 from models.matching.features import Features, candidate_features, from_vector, to_vector
 from models.matching.pair import PairScorer
 from models.matching.progressive import RollingECE
 
 UserId = str
+
+
+def compact_example(example: dict[str, Any]) -> dict[str, Any]:
+    """The example with its candidates' feature vectors as arrays of doubles (a third of the
+    memory of lists of floats), for examples held a learning delay long. Not float32: a value
+    that reads 1.3863 in one example and 1.3862999963 in another gives a constant feature a
+    tiny variance, which the scaler then blows up into noise.
+
+    >>> ex = compact_example({"t": "ss", "truth": "u1", "c": [["u1", [1.0, 0.25]]]})
+    >>> ex["c"][0][1].tolist()
+    [1.0, 0.25]
+    """
+    if "c" in example:
+        example["c"] = [[user, array("d", vector)] for user, vector in example["c"]]
+    return example
 
 
 @dataclass
@@ -142,23 +158,61 @@ class MatchModel:
     def learn_self_supervised(
         self, conv: dict[str, Any], answers: dict, probes: dict, decision: MatchDecision
     ) -> None:
-        """After ``decide``: a confident deterministic match is re-scored with the deterministic
-        answers hidden and each probabilistic candidate labelled by whether it is the matched
-        user; a probabilistic decision only feeds the (unlabelled) label-shift estimate.
+        """After ``decide``: learn from the decision (see :meth:`self_supervised_example`)."""
+        example = self.self_supervised_example(conv, answers, probes, decision)
+        if example is not None:
+            self.learn_example(example)
+
+    def self_supervised_example(
+        self, conv: dict[str, Any], answers: dict, probes: dict, decision: MatchDecision
+    ) -> dict[str, Any] | None:
+        """What this decision teaches, as a JSON-able example that needs no answers, so that
+        every replica can learn it (:meth:`learn_example`); None when it teaches nothing.
+
+        A confident deterministic match is re-scored with the deterministic answers hidden:
+        each probabilistic candidate's features (``c``), labelled by whether it is the matched
+        user (``truth``). A deterministic match also rates its identifier kinds against each
+        other (``tops``). A probabilistic decision only feeds the unlabelled label-shift
+        estimate (``x``, ``ctx``).
         """
         snap = decision.snapshot
+        example: dict[str, Any] = {"t": "ss"}
         if "x" in snap:
-            self.conversion.observe(snap["x"], snap["ctx"])
-        if not decision.method.startswith("deterministic"):
+            example["x"], example["ctx"] = snap["x"], snap["ctx"]
+        if decision.method.startswith("deterministic"):
+            example["tops"] = kind_tops(answers)
+            if decision.confidence >= self.ss_min_confidence:
+                prob = {k: a for k, a in answers.items() if a["kind"] in PROBABILISTIC_KINDS}
+                users = select_candidates(conv, prob, self.max_candidates)
+                feats = candidate_features(conv, prob, probes, users=users)
+                example["truth"] = decision.user_id
+                example["c"] = [[user, to_vector(f)] for user, f in feats.items()]
+        return example if len(example) > 1 else None
+
+    @staticmethod
+    def feedback_example(snapshot: dict[str, Any], true_user_id: UserId | None) -> dict[str, Any]:
+        """Delayed truth for a decision, as an example for :meth:`learn_example`."""
+        return {"t": "fb", "snap": snapshot, "u": true_user_id}
+
+    def learn_example(self, example: dict[str, Any]) -> None:
+        """Learn one example from :meth:`self_supervised_example` or :meth:`feedback_example`,
+        whichever replica made it."""
+        if example["t"] == "fb":
+            self.learn_feedback(example["snap"], example["u"])
             return
-        self.det.agreement(answers)
-        if decision.confidence < self.ss_min_confidence:
+        if "x" in example:
+            self.conversion.observe(example["x"], example["ctx"])
+        if "tops" in example:
+            self.det.agreement(example["tops"])
+        if "c" not in example:
             return
-        truth = decision.user_id
-        view = self._view(conv, answers, probes)
-        if view.best is not None:
-            self.conversion.learn_platform(view.x, view.best, truth, set(view.feats))
-        for user, f in view.feats.items():
+        truth = example["truth"]
+        feats = {user: from_vector(vector) for user, vector in example["c"]}
+        if feats:
+            logits = {user: self.pair.logit(f) for user, f in feats.items()}
+            best, _, x = conversion_features(logits, feats)
+            self.conversion.learn_platform(x, best, truth, set(feats))
+        for user, f in feats.items():
             self.pair.learn(f, user == truth)
 
     def learn_feedback(self, snapshot: dict[str, Any], true_user_id: UserId | None) -> None:

@@ -3,13 +3,21 @@
 It consumes the advertisers' conversions, delayed feedback, and the answers of the identifiers
 and users agents; the per-key state machine is :mod:`models.coordinator`. One match model
 replica per conversions partition, checkpointed to the changelogged ``match-models`` table.
+
+Learning is pooled: every learning example a partition makes (self-supervised or feedback) is
+sent to every partition of ``cs-learn``, and each replica learns all of them in event-time
+order, ``learning_delay_ms`` behind its decisions. So every replica learns from all the traffic,
+however many partitions split it (one replica learning from 1/16 of it calibrates worse), and
+all replicas learn the same examples in the same order.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+import uuid
+from collections import OrderedDict, defaultdict
+from functools import partial
 from typing import Any
 
 import orjson
@@ -18,7 +26,7 @@ from models import coordinator
 from models.attribution import AttributionConfig
 from models.identity import conversion_identifiers
 from models.learning_queue import LearningQueue
-from models.matching.model import MatchModel
+from models.matching.model import MatchModel, compact_example
 from models.partitioning import partition_for
 from models.quality import QualityTracker
 from models.resolve import external_id_link, resolve, select_probe_candidates
@@ -29,6 +37,9 @@ from stream.records import Invalid, parse_conversion, parse_feedback
 log = logging.getLogger(__name__)
 
 DEDUPE_METRIC = {"duplicate": "merged", "correction": "correction", "late": "late_dropped"}
+#: Learning examples per cs-learn message: about 4 KB each, well below Kafka's 1 MB default.
+EXAMPLES_PER_MESSAGE = 100
+DECODED_CHUNKS = 64
 
 
 def key_for_partition(partition: int, partitions: int) -> str:
@@ -61,6 +72,10 @@ def register(rt: Any, channel: Any) -> None:
     queues: dict[int, LearningQueue] = defaultdict(lambda: LearningQueue(s.learning_delay_ms))
     arrivals: dict[str, float] = {}
     event_quality = QualityTracker()
+    # Newest event time each replica decided at: how far its learning may go.
+    decided: dict[int, int] = {}
+    # [ts, conversion key, example] made since the last send to cs-learn.
+    outbox: list[list[Any]] = []
 
     def model_for(partition: int) -> MatchModel:
         model = models.get(partition)
@@ -85,6 +100,7 @@ def register(rt: Any, channel: Any) -> None:
             if tp.topic == s.topic("conversions"):
                 models.pop(tp.partition, None)
                 queues.pop(tp.partition, None)
+                decided.pop(tp.partition, None)
 
     def checkpoint(partition: int, steps: int) -> None:
         before = learned[partition] // s.checkpoint_every
@@ -158,6 +174,7 @@ def register(rt: Any, channel: Any) -> None:
         model = model_for(partition)
         conv = state["conv"]
         queue = queues[partition]
+        decided[partition] = max(decided.get(partition, conv["ts"]), conv["ts"])
         checkpoint(partition, queue.flush(conv["ts"]))
         config = watcher.current() if watcher else default_config
         label, decision = resolve(
@@ -170,15 +187,11 @@ def register(rt: Any, channel: Any) -> None:
             emitted_at=_now_ms(),
         )
         answers, probes = state["answers"], state["probes"]
-        queue.push(
-            conv["ts"], key, lambda: model.learn_self_supervised(conv, answers, probes, decision)
-        )
+        share(conv["ts"], key, model.self_supervised_example(conv, answers, probes, decision))
         if state.get("feedback") is not None and not state["feedback"].get("learned"):
             truth = state["feedback"]
             truth["learned"] = True
-            queue.push(
-                truth["ts"], key, lambda: model.learn_feedback(decision.snapshot, truth["user_id"])
-            )
+            share(truth["ts"], key, model.feedback_example(decision.snapshot, truth["user_id"]))
         out = coordinator.settle(state, label, decision.snapshot)
         states[key] = state
         event_quality.observe(conv, state["label"])
@@ -225,16 +238,70 @@ def register(rt: Any, channel: Any) -> None:
             return
         state = states.get(truth.key)
         if state is None:
+            states[truth.key] = coordinator.feedback_first(truth.user_id, truth.ts)
             return
         if state.get("snapshot") is not None and state["phase"] == "done":
-            partition = partition_for(truth.key, s.partitions)
-            model, snapshot = model_for(partition), state["snapshot"]
-            queues[partition].push(
-                truth.ts, truth.key, lambda: model.learn_feedback(snapshot, truth.user_id)
-            )
+            example = MatchModel.feedback_example(state["snapshot"], truth.user_id)
+            share(truth.ts, truth.key, example)
         else:
             state["feedback"] = {"user_id": truth.user_id, "ts": truth.ts}
             states[truth.key] = state
+
+    def share(ts: int, key: str, example: dict[str, Any] | None) -> None:
+        """Queue an example now for the replicas on this worker, and via cs-learn for the rest.
+
+        The replicas here do not wait for the round trip: during a replay at full speed, one
+        burst of decisions can span hours of event time, and replicas that got the examples
+        back only after the burst learned hours late (measured: worse labels, and labels that
+        differed more between one worker and three).
+        """
+        if example is None:
+            return
+        local = sorted(rt.active_partitions("conversions") | {partition_for(key, s.partitions)})
+        held = compact_example(dict(example))  # a copy: the outbox keeps lists for orjson
+        for partition in local:
+            queues[partition].push(ts, key, partial(model_for(partition).learn_example, held))
+        outbox.append([ts, key, example, local])
+
+    async def send_examples() -> None:
+        """Every replica learns every example: one copy per partition of cs-learn."""
+        while outbox:
+            chunk = outbox[:EXAMPLES_PER_MESSAGE]
+            del outbox[:EXAMPLES_PER_MESSAGE]
+            payload = orjson.dumps({"w": worker_id, "e": chunk})
+            for q in range(s.partitions):
+                await rt.send("cs-learn", None, payload, q)
+
+    # The same chunk reaches every partition: decoded once per worker, its examples are shared
+    # by the replicas here while they wait out the learning delay (an hour of live traffic).
+    decoded: OrderedDict[bytes, tuple[str, list[list[Any]]]] = OrderedDict()
+    # Tells this worker's own cs-learn messages from the others'.
+    worker_id = uuid.uuid4().hex
+
+    def examples_of(raw: bytes) -> tuple[str, list[list[Any]]]:
+        chunk = decoded.get(raw)
+        if chunk is None:
+            msg = orjson.loads(raw)
+            examples = [
+                [ts, key, compact_example(ex), set(local)] for ts, key, ex, local in msg["e"]
+            ]
+            chunk = decoded[raw] = (msg["w"], examples)
+            if len(decoded) > DECODED_CHUNKS:
+                decoded.popitem(last=False)
+        return chunk
+
+    def on_examples(partition: int, raw: bytes) -> None:
+        model, queue = model_for(partition), queues[partition]
+        sender, examples = examples_of(raw)
+        for ts, key, example, local in examples:
+            if sender != worker_id or partition not in local:  # else queued when it was made
+                queue.push(ts, key, partial(model.learn_example, example))
+        # Learn what is already due by the partition's newest decision (what its next decision
+        # would learn first anyway), so that a replica between decisions does not sit on a
+        # growing queue; one that has decided nothing yet goes by the others on this worker.
+        clock = decided.get(partition, max(decided.values(), default=None))
+        if clock is not None:
+            checkpoint(partition, queue.flush(clock))
 
     @rt.app.agent(channel, name="conversions")
     async def conversions_agent(stream: Any) -> None:
@@ -245,6 +312,9 @@ def register(rt: Any, channel: Any) -> None:
                 if topic == "cs-answer":
                     await on_answer(orjson.loads(event.message.value))
                     continue
+                if topic == "cs-learn":
+                    on_examples(event.message.partition, event.message.value)
+                    continue
                 counts[topic] += 1
                 if topic == "conversions":
                     await on_conversion(event)
@@ -252,6 +322,7 @@ def register(rt: Any, channel: Any) -> None:
                     await on_feedback(event)
             for topic, n in counts.items():
                 metrics.count_event_in(topic, n)
+            await send_examples()
 
     @rt.app.timer(interval=10.0)
     async def publish_event_quality() -> None:
@@ -284,6 +355,7 @@ def register(rt: Any, channel: Any) -> None:
             log.warning("conversion round cut by a rebalance: started again")
             metrics.count_redrive()
             await start_round(key, states[key])
+        await send_examples()
         metrics.set_table_entries("conversion-state", len(states))
 
     def redrive(state: dict[str, Any]) -> bool:

@@ -49,7 +49,7 @@ PARSERS = {
     "feedback": parse_feedback,
 }
 TOPICS = tuple(PARSERS)
-OUTPUT_TOPICS = ("labels", "dead-letter", "cs-ident", "cs-answer", "cs-probe")
+OUTPUT_TOPICS = ("labels", "dead-letter", "cs-ident", "cs-answer", "cs-probe", "cs-learn")
 
 
 @dataclass
@@ -350,7 +350,10 @@ def test_bad_records_everywhere_are_dead_lettered_once_and_good_traffic_still_fl
             assert not leaked(raw, text), (raw, topic)
         assert not leaked(raw, log), raw
         assert not leaked(raw, metrics_text), raw
-    assert "@" not in outputs["labels"] + outputs["cs-ident"] + outputs["cs-answer"]
+    assert (
+        "@"
+        not in outputs["labels"] + outputs["cs-ident"] + outputs["cs-answer"] + outputs["cs-learn"]
+    )
     for name in ("em", "ph"):
         for value in re.findall(rf'"{name}:([^"|]*)', outputs["cs-ident"]):
             assert is_sha256_hex(value), value

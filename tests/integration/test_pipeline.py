@@ -113,7 +113,7 @@ def test_generated_replay_end_to_end(settings, start_worker, replay, tmp_path):
     pii = _raw_pii(lines)
     assert pii, "the replay should carry raw PII to be hashed at the edge"
     outputs = b""
-    for topic in ("labels", "dead-letter", "cs-ident", "cs-answer", "cs-probe"):
+    for topic in ("labels", "dead-letter", "cs-ident", "cs-answer", "cs-probe", "cs-learn"):
         outputs += b"".join(orjson.dumps(r) for r in asyncio.run(_read(settings, topic)))
     worker.stop()
     log = (tmp_path / "worker.log").read_bytes()

@@ -18,9 +18,11 @@ pytestmark = pytest.mark.integration
 # group has settled, so that no partition moves while conversions are being resolved.
 SETTLE_S = 20
 # A replay at full speed moves the watermark in steps of many hours of this sparse test traffic
-# (a batch of 1000 events); the model's learning delay must exceed one step for labels to be
-# identical across runs (live traffic moves it in seconds, hence the 1 h default).
-LEARNING_DELAY_MS = 2 * 24 * 3600 * 1000
+# (a batch of 1000 events), and partitions resolve up to two and a half days of event time
+# apart; the model's learning delay must exceed both for labels to be identical across runs:
+# every replica learns every partition's examples (live traffic moves in seconds, hence the
+# 1 h default).
+LEARNING_DELAY_MS = 3 * 24 * 3600 * 1000
 MAX_CONFIDENCE_GAP = 0.1
 
 

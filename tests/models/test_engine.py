@@ -167,11 +167,17 @@ class _Spy:
 
         return MatchDecision(None, 0.0, "none", [], {"m": "none", "u": None})
 
-    def learn_self_supervised(self, conv, answers, probes, decision):
-        self.log.append(("learn", conv["ts"]))
+    def self_supervised_example(self, conv, answers, probes, decision):
+        return {"t": "ss", "ts": conv["ts"]}
 
-    def learn_feedback(self, snapshot, user):
-        self.log.append(("feedback", user))
+    @staticmethod
+    def feedback_example(snapshot, user):
+        return {"t": "fb", "u": user}
+
+    def learn_example(self, example):
+        self.log.append(
+            ("learn", example["ts"]) if example["t"] == "ss" else ("feedback", example["u"])
+        )
 
 
 def test_learning_waits_the_workers_delay_in_event_time():

@@ -193,3 +193,38 @@ def test_dumps_loads_round_trip_gives_identical_predictions():
 def test_decision_is_a_plain_record():
     d = MatchDecision("u1", 0.9, "model", ["x"], {"m": "model"})
     assert (d.user_id, d.confidence, d.method, d.explanation) == ("u1", 0.9, "model", ["x"])
+
+
+def test_a_replica_learning_anothers_examples_over_the_wire_ends_up_with_its_model():
+    """Pooled learning: the examples one replica makes teach another replica, after a trip
+    through JSON (cs-learn), what the maker learned from the answers themselves."""
+    import orjson
+
+    from models.matching.model import compact_example
+
+    rng = random.Random(11)
+    maker, learner = MatchModel(), MatchModel()
+    kinds = set()
+    for _ in range(80):
+        conv, answers, probes, truth = _random_case(rng)
+        d = maker.decide(conv, answers, probes)
+        examples = [
+            maker.self_supervised_example(conv, answers, probes, d),
+            maker.feedback_example(d.snapshot, truth),
+        ]
+        maker.learn_self_supervised(conv, answers, probes, d)
+        maker.learn_feedback(d.snapshot, truth)
+        for ex in filter(None, examples):
+            kinds.add((ex["t"], "c" in ex, "x" in ex))
+            learner.learn_example(compact_example(orjson.loads(orjson.dumps(ex))))
+    # Both kinds of example, with and without labelled candidates, were exchanged.
+    assert {("fb", False, False), ("ss", True, False), ("ss", False, True)} <= kinds
+    assert learner.pair.n == maker.pair.n > 0
+    assert learner.n_feedback == maker.n_feedback
+    assert learner.det.cells.keys() == maker.det.cells.keys()
+    for _ in range(30):
+        conv, answers, probes, _ = _random_case(rng)
+        a, b = maker.decide(conv, answers, probes), learner.decide(conv, answers, probes)
+        assert (a.user_id, a.method) == (b.user_id, b.method)
+        # Feature vectors cross the wire rounded to 4 decimals.
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-3)

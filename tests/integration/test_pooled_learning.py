@@ -1,0 +1,55 @@
+"""Pooled learning through a worker: every match-model replica learns every partition's examples."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import orjson
+import pytest
+
+from models.matching.model import MatchModel
+from models.partitioning import partition_for
+from stream.generate import config_from_args, generate
+from stream.kafka import produce, read_topic
+from stream.runner import wait_for_labels
+
+pytestmark = pytest.mark.integration
+
+
+async def _records(settings, topic: str) -> list[dict]:
+    return [r async for r in read_topic(settings, topic, raw=True)]
+
+
+def test_every_replica_learns_the_examples_of_every_partition(settings, start_worker):
+    # Checkpoint often, so the last checkpoint of each replica is close to its final state.
+    settings = settings.replace(checkpoint_every=5)
+    lines, truth = generate(config_from_args("default", seed=41, users=800, days=6))
+    worker = start_worker(settings)
+    asyncio.run(produce(settings, lines))
+    wait_for_labels(settings, {row["conversion_key"] for row in truth}, timeout=180, settle=15)
+    worker.stop()
+
+    # Each chunk of examples went to every partition of cs-learn, in the same order.
+    chunks = defaultdict(list)
+    for record in asyncio.run(_records(settings, "cs-learn")):
+        chunks[record["partition"]].append(record["value"])
+    assert sorted(chunks) == list(range(settings.partitions))
+    assert all(chunks[p] == chunks[0] for p in chunks)
+    examples = [ex for raw in chunks[0] for ex in orjson.loads(raw)["e"]]
+    origins = {partition_for(key, settings.partitions) for _, key, _, _ in examples}
+    assert origins == set(range(settings.partitions))
+    labelled_pairs = sum(len(ex.get("c", ())) for _, _, ex, _ in examples)
+    feedback = sum(ex["t"] == "fb" for _, _, ex, _ in examples)
+    assert labelled_pairs > 100 and feedback > 0
+
+    # Every replica learned (nearly) all of them, not only its own partition's quarter; the
+    # rest are the examples still waiting out the learning delay at its last decision.
+    latest = {}
+    changelogs = settings.replace(topic_prefix="")
+    for record in asyncio.run(_records(changelogs, f"{settings.app_id}-match-models-changelog")):
+        latest[record["key"]] = record["value"]
+    replicas = [MatchModel.loads(blob) for blob in latest.values()]
+    assert len(replicas) == settings.partitions
+    for replica in replicas:
+        assert replica.pair.n > 0.6 * labelled_pairs, (replica.pair.n, labelled_pairs)

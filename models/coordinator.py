@@ -119,8 +119,15 @@ def start_round(
 
 
 def on_answer(state: ConversionState, round_: int, key: str, answer: dict) -> bool:
-    """Store a lookup answer; True when the round has every answer it asked for."""
-    if round_ != state["round"] or state["phase"] != "lookup" or key not in state["pending"]:
+    """Store a lookup answer; True when the round has every answer it asked for.
+
+    The phase is read first: truth waiting for its conversion has no round (a stray answer to
+    a key whose state expired meanwhile must not crash the agent).
+
+    >>> on_answer(feedback_first(None, 0), 0, "ip:1.2.3.4", {})
+    False
+    """
+    if state["phase"] != "lookup" or round_ != state["round"] or key not in state["pending"]:
         return False
     state["answers"][key] = answer
     state["pending"].remove(key)
@@ -135,8 +142,9 @@ def begin_probes(state: ConversionState, users: list[str]) -> list[str]:
 
 
 def on_probe(state: ConversionState, round_: int, user_id: str, probe: dict) -> bool:
-    """Store a probe answer; True when every probed candidate has answered."""
-    if round_ != state["round"] or state["phase"] != "probe" or user_id not in state["pending"]:
+    """Store a probe answer; True when every probed candidate has answered (phase first, as
+    in :func:`on_answer`)."""
+    if state["phase"] != "probe" or round_ != state["round"] or user_id not in state["pending"]:
         return False
     state["probes"][user_id] = probe
     state["pending"].remove(user_id)

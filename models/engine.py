@@ -223,7 +223,7 @@ class OfflineEngine:
                 self.index.get(ext_key), user, conv["ts"], max_users=self.max_users
             )
         truth = state.get("feedback")
-        if truth is not None and not truth["learned"]:
+        if truth is not None and not truth.get("learned"):
             truth["learned"] = True
             example = matcher.feedback_example(decision.snapshot, truth["user_id"])
             self._share(part, truth["ts"], key, example)

@@ -12,6 +12,7 @@ from models.matching.model import MatchModel
 
 T = 1_767_571_200_000
 MIN = 60_000
+HOUR = 60 * MIN
 
 
 def _identity(user: str, ts: int, em: str | None = None, ip: str = "10.0.0.1") -> dict:
@@ -194,6 +195,24 @@ def test_learning_waits_the_workers_delay_in_event_time():
         engine.feed(line)
         engine.feed(_impression("u9", line["value"]["ts"], f"i-{line['value']['ts']}"))
     assert _Spy.log == [("learn", T)]  # decided at T + 61 min: T is an hour behind
+    engine.finish()
+
+
+def test_feedback_read_before_its_conversion_is_learned_once_the_conversion_is():
+    """Topic partitions are read at their own pace: truth can come before its conversion."""
+    _Spy.log = []
+    engine = OfflineEngine(_Spy, partitions=1, allowed_lateness_ms=0, learning_delay_ms=60 * MIN)
+    feedback = {"advertiser_id": "a", "event_id": "o1", "event_name": "Purchase"}
+    engine.feed({"topic": "feedback", "value": {**feedback, "user_id": "u7", "ts": T + MIN}})
+    engine.feed(_conversion("pixel", T, client_ip_address="10.0.0.9"))
+    for ts in (T, T + 2 * HOUR):
+        engine.feed(_impression("u9", ts, f"i-{ts}"))
+    later = _conversion("pixel", T + 2 * HOUR, client_ip_address="10.0.0.9")
+    later["value"] = {**later["value"], "event_id": "o2"}
+    engine.feed(later)
+    engine.feed(_impression("u9", T + 3 * HOUR, "i-last"))
+    # Deciding o2 two hours later taught the model o1 and the truth that came before it.
+    assert _Spy.log == [("learn", T), ("feedback", "u7")]
     engine.finish()
 
 

@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
@@ -228,6 +229,7 @@ _OSES: tuple[tuple[str, tuple[str, ...]], ...] = (
 _BOT_MARKERS = ("bot/", "googlebot", "bingbot", "crawler", "spider")
 
 
+@functools.lru_cache(maxsize=4096)
 def ua_family(ua: str | None) -> str:
     """Coarse ``browser/os`` family without versions; ``bot`` for crawlers, ``other`` if unknown.
 

@@ -77,16 +77,21 @@ def add_sighting(
 
 
 def _add_families(row: list[Any], families: dict[str, int]) -> None:
-    """Merge first-seen times of families into the row (bounded by ``MAX_FAMILIES``).
-
-    >>> row = [0, 0, 1, [0]]
-    >>> _add_families(row, {"safari/ios": 50}); _add_families(row, {"safari/ios": 20})
-    >>> row[4]
-    {'safari/ios': 20}
-    """
+    """Merge first-seen times of families into the row's ``families`` (its fifth item)."""
     if len(row) < 5:
         row.append({})
-    kept: dict[str, int] = row[4]
+    merge_families(row[4], families)
+
+
+def merge_families(kept: dict[str, int], families: dict[str, int]) -> None:
+    """Merge user agent families into ``kept``, keeping each one's earliest time and at most
+    ``MAX_FAMILIES`` of them (the users agent batches sightings with this too).
+
+    >>> kept = {}
+    >>> merge_families(kept, {"safari/ios": 50}); merge_families(kept, {"safari/ios": 20})
+    >>> kept
+    {'safari/ios': 20}
+    """
     for family, ts in families.items():
         if family in kept:
             kept[family] = min(kept[family], ts)

@@ -18,6 +18,7 @@ from faust.types import TP
 
 from models.engagements import add_engagements, probe, remember_keys
 from models.identity import engagement_identifiers, sighting_families
+from models.index import merge_families
 from models.partitioning import partition_for
 from stream import metrics
 from stream.records import (
@@ -97,7 +98,9 @@ def register(rt: Any, channel: Any) -> None:
                     seen[1] = max(seen[1], rec.ts)
                     seen[2] += 1
                 if kind == "ip" and families:
-                    _merge_families(seen, families)
+                    if len(seen) < 4:  # [first, last, count, families]
+                        seen.append({})
+                    merge_families(seen[3], families)
         for topic, n in counts.items():
             metrics.count_event_in(topic, n)
 
@@ -188,22 +191,6 @@ def register(rt: Any, channel: Any) -> None:
         """
         async with sending:
             await forward_sightings({})
-
-
-def _merge_families(seen: list[Any], families: dict[str, int]) -> None:
-    """Add user agent families to a batched ``ip`` sighting ``[first, last, count(, families)]``,
-    keeping each family's earliest time.
-
-    >>> seen = [5, 5, 1]
-    >>> _merge_families(seen, {"safari/ios": 5}); _merge_families(seen, {"safari/ios": 3})
-    >>> seen
-    [5, 5, 1, {'safari/ios': 3}]
-    """
-    if len(seen) < 4:
-        seen.append({})
-    kept = seen[3]
-    for family, ts in families.items():
-        kept[family] = min(kept.get(family, ts), ts)
 
 
 def _deleted(state: dict[str, Any] | None) -> bool:

@@ -43,7 +43,6 @@ from models.identity import (
 )
 from models.index import DEFAULT_MAX_USERS, add_sighting, lookup
 from models.learning_queue import LearningQueue
-from models.matching.model import compact_example
 from models.partitioning import partition_for
 from models.resolve import external_id_link, resolve, select_probe_candidates
 
@@ -245,7 +244,6 @@ class OfflineEngine:
         """Queue a learning example for every replica (pooled learning) or for its own."""
         if example is None:
             return
-        example = compact_example(example)  # as the worker holds it
         targets = range(self.partitions) if self.pooled_learning else (part,)
         for target in targets:
             self.queues[target].push(ts, key, partial(self.matchers[target].learn_example, example))

@@ -15,7 +15,6 @@ expected correct weight and p * (1 - p) wrong weight, so emitting it helps exact
 from __future__ import annotations
 
 import pickle
-from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,21 +28,6 @@ from models.matching.pair import PairScorer
 from models.matching.progressive import RollingECE
 
 UserId = str
-
-
-def compact_example(example: dict[str, Any]) -> dict[str, Any]:
-    """The example with its candidates' feature vectors as arrays of doubles (a third of the
-    memory of lists of floats), for examples held a learning delay long. Not float32: a value
-    that reads 1.3863 in one example and 1.3862999963 in another gives a constant feature a
-    tiny variance, which the scaler then blows up into noise.
-
-    >>> ex = compact_example({"t": "ss", "truth": "u1", "c": [["u1", [1.0, 0.25]]]})
-    >>> ex["c"][0][1].tolist()
-    [1.0, 0.25]
-    """
-    if "c" in example:
-        example["c"] = [[user, array("d", vector)] for user, vector in example["c"]]
-    return example
 
 
 @dataclass

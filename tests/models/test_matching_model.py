@@ -200,8 +200,6 @@ def test_a_replica_learning_anothers_examples_over_the_wire_ends_up_with_its_mod
     through JSON (cs-learn), what the maker learned from the answers themselves."""
     import orjson
 
-    from models.matching.model import compact_example
-
     rng = random.Random(11)
     maker, learner = MatchModel(), MatchModel()
     kinds = set()
@@ -216,7 +214,7 @@ def test_a_replica_learning_anothers_examples_over_the_wire_ends_up_with_its_mod
         maker.learn_feedback(d.snapshot, truth)
         for ex in filter(None, examples):
             kinds.add((ex["t"], "c" in ex, "x" in ex))
-            learner.learn_example(compact_example(orjson.loads(orjson.dumps(ex))))
+            learner.learn_example(orjson.loads(orjson.dumps(ex)))
     # Both kinds of example, with and without labelled candidates, were exchanged.
     assert {("fb", False, False), ("ss", True, False), ("ss", False, True)} <= kinds
     assert learner.pair.n == maker.pair.n > 0

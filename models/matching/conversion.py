@@ -34,12 +34,18 @@ from models.matching.progressive import Progress
 #: ids absent: "plain"; present but matching nobody: "unmatched"), used until the label-shift
 #: estimate has seen enough live conversions.
 SHIFT_PRIORS = {"plain": -0.5, "unmatched": -1.2}
-#: Feedback residual on top of the label shift: per context, and whether the best candidate
-#: shares only the address, not the user agent. The latter starts at -1: a housemate who is not
-#: on the platform converts from the address of the one user seen there, which breaks the label
-#: shift's assumption (that such converters look like platform converters with no candidate).
-RESIDUAL_FEATURES = ("plain", "unmatched", "ip_only")
-RESIDUAL_PRIOR = [0.0, 0.0, -1.0]
+#: Feedback residual on top of the label shift, one log-odds offset per cell: the context, and
+#: whether the best candidate shares only the address, not the user agent. The ip-only cells
+#: start at -1: a housemate who is not on the platform converts from the address of the one user
+#: seen there, which breaks the label shift's assumption (that such converters look like
+#: platform converters with no candidate). Each cell learns only from its own feedback: with one
+#: shared ip-only weight, feedback from the "unmatched" context (mostly strangers) moved the
+#: "plain" one too, and the model over-trusted ip-only matches where strangers are common.
+RESIDUAL_FEATURES = ("plain", "plain_ip_only", "unmatched", "unmatched_ip_only")
+RESIDUAL_PRIOR = [0.0, -1.0, 0.0, -1.0]
+#: Prior variance of each offset: the label shift is trusted until feedback says otherwise (a
+#: standard deviation of 0.45 log-odds; 0.5 let a few dozen feedback records overshoot).
+RESIDUAL_PRIOR_VAR = 0.2
 CONVERSION_FEATURES = (
     "bias",
     "logit_share",
@@ -97,8 +103,25 @@ def _round3(v: float) -> float:
 
 
 def _residual_x(x: list[float], ctx: str) -> list[float]:
-    ipua = x[CONVERSION_FEATURES.index("ipua")]
-    return [float(ctx == "plain"), float(ctx == "unmatched"), 1.0 - ipua]
+    """One-hot cell of ``RESIDUAL_FEATURES``.
+
+    >>> _residual_x([0.0] * len(CONVERSION_FEATURES), "unmatched")
+    [0.0, 0.0, 0.0, 1.0]
+    """
+    ip_only = 1.0 - x[CONVERSION_FEATURES.index("ipua")]
+    plain = float(ctx == "plain")
+    return [
+        plain * (1 - ip_only),
+        plain * ip_only,
+        (1 - plain) * (1 - ip_only),
+        (1 - plain) * ip_only,
+    ]
+
+
+#: Checkpoints before 2026-11-26 kept one additive residual over (plain, unmatched, ip_only);
+#: row i gives cell i of ``RESIDUAL_FEATURES`` in those terms, so the migrated offsets are
+#: exactly the old ones.
+_ADDITIVE_TO_CELLS = ((1, 0, 0), (1, 0, 1), (0, 1, 0), (0, 1, 1))
 
 
 class ConversionScorer:
@@ -109,8 +132,26 @@ class ConversionScorer:
         self.pick = OnlineLogit(_unit("logit_pick"), prior_var=0.5)
         self.label_shift = {ctx: LabelShift(prior_shift=m) for ctx, m in SHIFT_PRIORS.items()}
         self.among_rate = BetaRate(0.75, 10.0)
-        self.residual = OnlineLogit(RESIDUAL_PRIOR, prior_var=0.5)
+        self.residual = OnlineLogit(RESIDUAL_PRIOR, prior_var=RESIDUAL_PRIOR_VAR)
         self.progress = Progress()
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Restore a checkpoint; one from before the residual cells keeps its offsets exactly,
+        with each cell's variance but not their correlations, so the cells learn apart."""
+        self.__dict__.update(state)
+        residual = self.residual
+        if len(residual.w) == len(_ADDITIVE_TO_CELLS[0]):
+            w, cov = residual.w, residual.cov
+            residual.w = [
+                sum(r * v for r, v in zip(row, w, strict=True)) for row in _ADDITIVE_TO_CELLS
+            ]
+            variances = [
+                sum(row[k] * cov[k][m] * row[m] for k in range(3) for m in range(3))
+                for row in _ADDITIVE_TO_CELLS
+            ]
+            residual.cov = [
+                [v if i == j else 0.0 for j in range(4)] for i, v in enumerate(variances)
+            ]
 
     def _among_logit(self, x: list[float], ctx: str) -> float:
         """Log-odds that the converter, whoever it is, is among the candidates."""

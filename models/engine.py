@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable
-from functools import partial
 from typing import Any
 
 from models import coordinator
@@ -42,7 +41,7 @@ from models.identity import (
     sighting_families,
 )
 from models.index import DEFAULT_MAX_USERS, add_sighting, lookup
-from models.learning_queue import LearningQueue
+from models.learning_queue import Entry, LearningQueue
 from models.partitioning import partition_for
 from models.resolve import external_id_link, resolve, select_probe_candidates
 
@@ -83,7 +82,7 @@ class OfflineEngine:
         self.retention_ms = self.config.max_window_ms()
         self.policy = coordinator.Policy(dedupe_window_ms=dedupe_window_ms)
         self.matchers = [matcher_factory() for _ in range(partitions)]
-        self.queues = [LearningQueue(learning_delay_ms) for _ in range(partitions)]
+        self.queues = [LearningQueue(learning_delay_ms, m.learn_example) for m in self.matchers]
         self.index: dict[str, dict] = {}
         self.users: dict[str, dict] = {}
         self.states: dict[str, dict] = {}
@@ -244,9 +243,9 @@ class OfflineEngine:
         """Queue a learning example for every replica (pooled learning) or for its own."""
         if example is None:
             return
-        targets = range(self.partitions) if self.pooled_learning else (part,)
-        for target in targets:
-            self.queues[target].push(ts, key, partial(self.matchers[target].learn_example, example))
+        entry = Entry.make(ts, key, example)
+        for target in range(self.partitions) if self.pooled_learning else (part,):
+            self.queues[target].push(entry)
 
     def finish(self) -> list[dict[str, Any]]:
         self._drain(float("inf"))

@@ -25,7 +25,7 @@ import orjson
 from models import coordinator
 from models.attribution import AttributionConfig
 from models.identity import conversion_identifiers
-from models.learning_queue import LearningQueue
+from models.learning_queue import Entry, LearningQueue
 from models.matching.model import MatchModel
 from models.partitioning import partition_for
 from models.quality import QualityTracker
@@ -70,7 +70,7 @@ def register(rt: Any, channel: Any) -> None:
     clocks: dict[int, int] = {}
     models: dict[int, MatchModel] = {}
     learned: dict[int, int] = defaultdict(int)
-    queues: dict[int, LearningQueue] = defaultdict(lambda: LearningQueue(s.learning_delay_ms))
+    queues: dict[int, LearningQueue] = {}
     arrivals: dict[str, float] = {}
     event_quality = QualityTracker()
     # Newest event time each replica decided at: how far its learning may go.
@@ -93,6 +93,15 @@ def register(rt: Any, channel: Any) -> None:
                 log.warning("match model of partition %d starts untrained", partition)
             models[partition] = model
         return model
+
+    def queue_for(partition: int) -> LearningQueue:
+        """The examples waiting for the partition's replica, learned as JSON (``_learn``)."""
+        queue = queues.get(partition)
+        if queue is None:
+            queue = queues[partition] = LearningQueue(
+                s.learning_delay_ms, partial(_learn, model_for(partition))
+            )
+        return queue
 
     @rt.app.on_partitions_revoked.connect
     async def _forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -174,7 +183,7 @@ def register(rt: Any, channel: Any) -> None:
         partition = partition_for(key, s.partitions)
         model = model_for(partition)
         conv = state["conv"]
-        queue = queues[partition]
+        queue = queue_for(partition)
         decided[partition] = max(decided.get(partition, conv["ts"]), conv["ts"])
         checkpoint(partition, queue.flush(conv["ts"]))
         config = watcher.current() if watcher else default_config
@@ -259,9 +268,9 @@ def register(rt: Any, channel: Any) -> None:
         if example is None:
             return
         local = sorted(rt.active_partitions("conversions") | {partition_for(key, s.partitions)})
-        held = orjson.dumps(example)
+        entry = Entry.make(ts, key, orjson.dumps(example))
         for partition in local:
-            queues[partition].push(ts, key, partial(_learn, model_for(partition), held))
+            queue_for(partition).push(entry)
         outbox.append([ts, key, example, local])
 
     async def send_examples() -> None:
@@ -273,29 +282,33 @@ def register(rt: Any, channel: Any) -> None:
             for q in range(s.partitions):
                 await rt.send("cs-learn", None, payload, q)
 
-    # The same chunk reaches every partition: decoded once per worker, its examples are shared
-    # by the replicas here while they wait out the learning delay (an hour of live traffic),
-    # held as JSON: 430 bytes on average against 1.8 KB as Python objects.
-    decoded: OrderedDict[bytes, tuple[str, list[list[Any]]]] = OrderedDict()
+    # The same chunk reaches every partition: decoded once per worker, each of its examples is
+    # one Entry (the example as JSON: 430 bytes on average against 1.8 KB as Python objects)
+    # that every replica here queues while it waits out the learning delay (an hour of live
+    # traffic).
+    decoded: OrderedDict[bytes, tuple[str, list[tuple[Entry, set[int]]]]] = OrderedDict()
     # Tells this worker's own cs-learn messages from the others'.
     worker_id = uuid.uuid4().hex
 
-    def examples_of(raw: bytes) -> tuple[str, list[list[Any]]]:
+    def examples_of(raw: bytes) -> tuple[str, list[tuple[Entry, set[int]]]]:
         chunk = decoded.get(raw)
         if chunk is None:
             msg = orjson.loads(raw)
-            examples = [[ts, key, orjson.dumps(ex), set(local)] for ts, key, ex, local in msg["e"]]
+            examples = [
+                (Entry.make(ts, key, orjson.dumps(ex)), set(local))
+                for ts, key, ex, local in msg["e"]
+            ]
             chunk = decoded[raw] = (msg["w"], examples)
             if len(decoded) > DECODED_CHUNKS:
                 decoded.popitem(last=False)
         return chunk
 
     def on_examples(partition: int, raw: bytes) -> None:
-        model, queue = model_for(partition), queues[partition]
+        queue = queue_for(partition)
         sender, examples = examples_of(raw)
-        for ts, key, example, local in examples:
+        for entry, local in examples:
             if sender != worker_id or partition not in local:  # else queued when it was made
-                queue.push(ts, key, partial(_learn, model, example))
+                queue.push(entry)
         # Learn what is already due by the partition's newest decision (what its next decision
         # would learn first anyway), so that a replica between decisions does not sit on a
         # growing queue; one that has decided nothing yet goes by the others on this worker.

@@ -27,6 +27,8 @@ import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import orjson
+
 _SEQ = itertools.count()
 
 
@@ -41,6 +43,18 @@ class Entry(NamedTuple):
     @classmethod
     def make(cls, ts: int, key: str, example: Any) -> Entry:
         return cls(ts, key, next(_SEQ), example)
+
+    @classmethod
+    def as_json(cls, ts: int, key: str, example: Any) -> Entry:
+        """An entry holding ``example`` as JSON, in a right-sized copy: the bytes ``orjson.dumps``
+        returns keep its whole output buffer (measured: 8 KB for a 320-byte example), and these
+        wait an hour.
+
+        >>> entry = Entry.as_json(1, "k", {"t": "ss"})
+        >>> entry.example, orjson.loads(entry.example)
+        (b'{"t":"ss"}', {'t': 'ss'})
+        """
+        return cls.make(ts, key, bytes(memoryview(orjson.dumps(example))))
 
 
 class LearningQueue:

@@ -268,7 +268,7 @@ def register(rt: Any, channel: Any) -> None:
         if example is None:
             return
         local = sorted(rt.active_partitions("conversions") | {partition_for(key, s.partitions)})
-        entry = Entry.make(ts, key, orjson.dumps(example))
+        entry = Entry.as_json(ts, key, example)
         for partition in local:
             queue_for(partition).push(entry)
         outbox.append([ts, key, example, local])
@@ -294,10 +294,7 @@ def register(rt: Any, channel: Any) -> None:
         chunk = decoded.get(raw)
         if chunk is None:
             msg = orjson.loads(raw)
-            examples = [
-                (Entry.make(ts, key, orjson.dumps(ex)), set(local))
-                for ts, key, ex, local in msg["e"]
-            ]
+            examples = [(Entry.as_json(ts, key, ex), set(local)) for ts, key, ex, local in msg["e"]]
             chunk = decoded[raw] = (msg["w"], examples)
             if len(decoded) > DECODED_CHUNKS:
                 decoded.popitem(last=False)

@@ -1,9 +1,12 @@
 """A user's ad engagements, kept for attribution and summarized for the match model.
 
 The state is a plain dict ``{"e": [[ts, type, engagement_id, advertiser_id, campaign_id,
-ad_id], ...], "k": {identifier_key: last_ts}}``, engagements sorted by ``(ts, engagement_id)``.
-``k`` remembers which identifiers the user was seen on (newest ``max_keys``), so that a deletion
-request can remove the user from every identifier entry without scanning the index. Rows older
+ad_id], ...], "k": {identifier_key: last_ts}, "o": {"em" | "ph": first_ts}}``, engagements
+sorted by ``(ts, engagement_id)``. ``k`` remembers which identifiers the user was seen on (newest
+``max_keys``), so that a deletion request can remove the user from every identifier entry
+without scanning the index. ``o`` says since when the platform has known an email and a phone
+of the user's own (which, not kept here): a conversion whose email matched nobody, from the
+device of a user whose email is known, is more likely a housemate's. Rows older
 than the retention (the longest attribution window) behind the user's partition clock are
 dropped, and each advertiser keeps at most ``max_per_advertiser`` rows, newest first, so a heavy
 user cannot grow state without bound.
@@ -25,6 +28,9 @@ EngagementRow = list[Any]
 
 DEFAULT_MAX_PER_ADVERTISER = 200
 DEFAULT_MAX_KEYS = 256
+#: Identifier kinds that name one person: a conversion carrying one that matched nobody was
+#: probably not made by a user known to have their own.
+OWN_KINDS = ("em", "ph")
 
 
 def remember_keys(
@@ -44,6 +50,21 @@ def remember_keys(
     if len(known) > max_keys:
         known = dict(sorted(known.items(), key=lambda kv: (-kv[1], kv[0]))[:max_keys])
     state["k"] = known
+    return state
+
+
+def note_own_identifiers(state: UserState | None, firsts: dict[str, int]) -> UserState:
+    """Keep the first time an email (``em``) or phone (``ph``) of the user's own was seen.
+
+    >>> note_own_identifiers({"e": [], "o": {"em": 9}}, {"em": 5, "ph": 7})["o"]
+    {'em': 5, 'ph': 7}
+    """
+    if state is None:
+        state = {"e": []}
+    own = dict(state.get("o") or {})
+    for kind, ts in firsts.items():
+        own[kind] = min(ts, own.get(kind, ts))
+    state["o"] = own
     return state
 
 
@@ -114,12 +135,15 @@ def probe(
     """What the match model and attribution need about one candidate for one conversion.
 
     Only engagements at or before the conversion and within the retention count, so a late
-    answer gives the same result as an early one.
+    answer gives the same result as an early one; ``own`` lists the kinds of the user's own
+    identifiers (``em``, ``ph``) known by then.
     """
     rows: list[EngagementRow] = []
+    own: list[str] = []
     if state is not None:
         horizon = conversion_ts - retention_ms
         rows = [r for r in state["e"] if r[3] == advertiser_id and horizon <= r[0] <= conversion_ts]
+        own = sorted(k for k, ts in (state.get("o") or {}).items() if ts <= conversion_ts)
     clicks = [r for r in rows if r[1] == "click"]
     return {
         "user_id": user_id,
@@ -128,4 +152,5 @@ def probe(
         "last_click_ts": clicks[-1][0] if clicks else None,
         "n_adv": len(rows),
         "n_clicks": len(clicks),
+        "own": own,
     }

@@ -33,7 +33,7 @@ from typing import Any
 from models import coordinator
 from models.attribution import AttributionConfig
 from models.dedupe import conversion_key
-from models.engagements import add_engagements, probe
+from models.engagements import OWN_KINDS, add_engagements, note_own_identifiers, probe
 from models.identity import (
     conversion_identifiers,
     engagement_identifiers,
@@ -120,6 +120,9 @@ class OfflineEngine:
                 max_users=self.max_users,
                 families=families if kind == "ip" else None,
             )
+        own = {k: ts for k, key in keys if k in OWN_KINDS}
+        if own:
+            self.users[user] = note_own_identifiers(self.users.get(user), own)
         kind = ENGAGEMENT_TOPICS[topic]
         if kind is not None:
             row = [

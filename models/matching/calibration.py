@@ -174,6 +174,37 @@ class BetaRate:
         return self.alpha / (self.alpha + self.beta)
 
 
+class LikelihoodRatio:
+    """Log-odds evidence of a binary clue: ``log P(clue | positive) - log P(clue | negative)``
+    (or of its absence), each rate a Beta posterior mean (``prior`` pseudo-observations at one
+    half), so it starts at 0: no evidence either way.
+
+    >>> lr = LikelihoodRatio()
+    >>> lr.log_ratio(True), lr.log_ratio(False)
+    (0.0, 0.0)
+    >>> for _ in range(30):
+    ...     lr.update(True, False); lr.update(False, True)
+    >>> lr.log_ratio(True) < -2.0 < 2.0 < lr.log_ratio(False)
+    True
+    """
+
+    def __init__(self, prior: float = 2.0):
+        half = prior / 2.0
+        self.seen = [half, half]  # clue present, per class (negative, positive)
+        self.total = [prior, prior]
+
+    def update(self, clue: bool, positive: bool) -> None:
+        self.seen[positive] += float(clue)
+        self.total[positive] += 1.0
+
+    def log_ratio(self, clue: bool) -> float:
+        pos = self.seen[1] / self.total[1]
+        neg = self.seen[0] / self.total[0]
+        if clue:
+            return math.log(pos) - math.log(neg)
+        return math.log1p(-pos) - math.log1p(-neg)
+
+
 class OnlineLogit:
     """Bayesian online logistic regression (Laplace posterior, one Newton step per example).
 

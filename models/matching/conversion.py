@@ -11,7 +11,12 @@ self-supervised examples and feedback that names a user). A converter who is not
 platform looks, to these features, like a platform converter absent from the candidates, so
 going from platform converters to all converters only shifts the first factor's prior odds: a
 label shift, estimated by EM from the unlabelled live conversions (``label_shift.py``), plus a
-small residual learned from delayed feedback.
+small residual learned from delayed feedback. One clue only feedback can weigh: a conversion
+whose email or phone matched nobody, when the best candidate has an email or phone of their own
+on the platform, is more often a housemate's on the candidate's device. Its likelihood ratio is
+counted from feedback and added to the first factor's log-odds (naive Bayes); it cannot be a
+pair feature, because in a self-supervised example the matched user's email is the
+conversion's own.
 
 >>> scorer = ConversionScorer()
 >>> best, margin, x = conversion_features({"u1": 3.0, "u2": -1.0}, {"u1": {}, "u2": {}})
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import math
 
-from models.matching.calibration import BetaRate, OnlineLogit, logit
+from models.matching.calibration import BetaRate, LikelihoodRatio, OnlineLogit, logit
 from models.matching.features import LONG_AGO, Features
 from models.matching.label_shift import LabelShift
 from models.matching.progressive import Progress
@@ -133,12 +138,15 @@ class ConversionScorer:
         self.label_shift = {ctx: LabelShift(prior_shift=m) for ctx, m in SHIFT_PRIORS.items()}
         self.among_rate = BetaRate(0.75, 10.0)
         self.residual = OnlineLogit(RESIDUAL_PRIOR, prior_var=RESIDUAL_PRIOR_VAR)
+        self.own_conflict = LikelihoodRatio()
         self.progress = Progress()
 
     def __setstate__(self, state: dict[str, object]) -> None:
         """Restore a checkpoint; one from before the residual cells keeps its offsets exactly,
         with each cell's variance but not their correlations, so the cells learn apart."""
         self.__dict__.update(state)
+        if "own_conflict" not in state:
+            self.own_conflict = LikelihoodRatio()
         residual = self.residual
         if len(residual.w) == len(_ADDITIVE_TO_CELLS[0]):
             w, cov = residual.w, residual.cov
@@ -153,13 +161,16 @@ class ConversionScorer:
                 [v if i == j else 0.0 for j in range(4)] for i, v in enumerate(variances)
             ]
 
-    def _among_logit(self, x: list[float], ctx: str) -> float:
-        """Log-odds that the converter, whoever it is, is among the candidates."""
+    def _among_logit(self, x: list[float], ctx: str, conflict: bool | None = None) -> float:
+        """Log-odds that the converter, whoever it is, is among the candidates. ``conflict``:
+        whether the best candidate has an email or phone of their own, for a conversion whose
+        email or phone matched nobody; None where that does not apply."""
         shift = self.label_shift[ctx].shift(self.among_rate.mean)
-        return self.present.logit(x) + shift + self.residual.logit(_residual_x(x, ctx))
+        evidence = 0.0 if conflict is None else self.own_conflict.log_ratio(conflict)
+        return self.present.logit(x) + shift + evidence + self.residual.logit(_residual_x(x, ctx))
 
-    def confidence(self, x: list[float], ctx: str) -> float:
-        among = 1.0 / (1.0 + math.exp(-self._among_logit(x, ctx)))
+    def confidence(self, x: list[float], ctx: str, conflict: bool | None = None) -> float:
+        among = 1.0 / (1.0 + math.exp(-self._among_logit(x, ctx, conflict)))
         return among * self.pick.predict(x)
 
     def observe(self, x: list[float], ctx: str) -> None:
@@ -175,10 +186,17 @@ class ConversionScorer:
         if among:
             self.pick.learn(x, best == truth)
 
-    def learn_feedback(self, x: list[float], ctx: str, among: bool) -> None:
-        """Feedback on any converter: was the converter among the candidates?"""
-        offset = self._among_logit(x, ctx) - self.residual.logit(_residual_x(x, ctx))
-        self.residual.learn(_residual_x(x, ctx), among, offset=offset)
+    def learn_feedback(
+        self, x: list[float], ctx: str, among: bool, conflict: bool | None = None
+    ) -> None:
+        """Feedback on any converter: was the converter among the candidates? ``conflict`` is
+        None where it does not apply (the conversion carried no email or phone that matched
+        nobody)."""
+        if conflict is not None:
+            self.own_conflict.update(conflict, among)
+        cell = _residual_x(x, ctx)
+        offset = self._among_logit(x, ctx, conflict) - self.residual.logit(cell)
+        self.residual.learn(cell, among, offset=offset)
 
     def stats(self) -> dict[str, object]:
         shifts = {c: est.shift(self.among_rate.mean) for c, est in self.label_shift.items()}
@@ -186,4 +204,5 @@ class ConversionScorer:
             "present_auc": self.progress.summary()["auc"],
             "shift": {c: round(v, 3) for c, v in shifts.items()},
             "residual": dict(zip(RESIDUAL_FEATURES, map(_round3, self.residual.w), strict=True)),
+            "own_conflict": round(self.own_conflict.log_ratio(True), 3),
         }

@@ -18,6 +18,7 @@ import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.engagements import OWN_KINDS
 from models.identity import DETERMINISTIC_KINDS, PROBABILISTIC_KINDS
 from models.matching.candidates import select_candidates
 from models.matching.conversion import ConversionScorer, conversion_features
@@ -55,6 +56,22 @@ class _View:
     best: UserId | None = None
     margin: float = 0.0
     x: list[float] = field(default_factory=list)
+
+
+def _own_conflict(answers: dict[str, dict[str, Any]], probe: dict[str, Any] | None) -> bool | None:
+    """For a conversion whose email or phone matched nobody: does the candidate have an email
+    or phone of their own on the platform (then the converter is more likely someone else on
+    their device)? None when the conversion carried neither.
+
+    >>> _own_conflict({"em:h": {"kind": "em"}}, {"own": ["em"]})
+    True
+    >>> _own_conflict({"em:h": {"kind": "em"}}, {"own": ["ph"]}), _own_conflict({}, {"own": ["em"]})
+    (False, None)
+    """
+    asked = {a["kind"] for a in answers.values()} & set(OWN_KINDS)
+    if not asked:
+        return None
+    return bool(asked & set((probe or {}).get("own") or ()))
 
 
 def _context(answers: dict[str, dict[str, Any]]) -> str:
@@ -116,7 +133,9 @@ class MatchModel:
         if view.best is None:
             snap = {"m": "none", "u": None, "ctx": ctx}
             return MatchDecision(None, 0.0, "none", ["no candidate"], snap)
-        conf = self.conversion.confidence(view.x, ctx)
+        # Deterministic ids asked for and matched nobody (else there would be a pick).
+        conflict = _own_conflict(answers, probes.get(view.best))
+        conf = self.conversion.confidence(view.x, ctx, conflict)
         snap = {
             "m": "model",
             "u": view.best,
@@ -125,9 +144,13 @@ class MatchModel:
             "p": round(conf, 6),
             "c": [[u, to_vector(f)] for u, f in view.feats.items()],
         }
+        if conflict is not None:
+            snap["cf"] = int(conflict)
         reasons = probabilistic_reasons(view.feats[view.best], len(view.feats), view.margin)
         if ctx == "unmatched":
             reasons.append("deterministic ids matched nobody")
+        if conflict:
+            reasons.append("candidate has an email or phone of their own")
         return self._emit(view.best, conf, "model", reasons, snap)
 
     def _emit(
@@ -214,7 +237,8 @@ class MatchModel:
         if chosen is None:
             return
         x, pool = snapshot["x"], {user for user, _ in snapshot["c"]}
-        self.conversion.learn_feedback(x, snapshot["ctx"], true_user_id in pool)
+        conflict = None if snapshot.get("cf") is None else bool(snapshot["cf"])
+        self.conversion.learn_feedback(x, snapshot["ctx"], true_user_id in pool, conflict)
         if true_user_id is not None:
             self.conversion.learn_platform(x, chosen, true_user_id, pool)
         for user, vector in snapshot["c"]:

@@ -16,7 +16,13 @@ from typing import Any
 import orjson
 from faust.types import TP
 
-from models.engagements import add_engagements, probe, remember_keys
+from models.engagements import (
+    OWN_KINDS,
+    add_engagements,
+    note_own_identifiers,
+    probe,
+    remember_keys,
+)
 from models.identity import engagement_identifiers, sighting_families
 from models.index import merge_families
 from models.partitioning import partition_for
@@ -55,6 +61,7 @@ def register(rt: Any, channel: Any) -> None:
     async def process(events: list[Any]) -> None:
         rows: dict[str, list[list[Any]]] = defaultdict(list)
         seen_keys: dict[str, dict[str, int]] = defaultdict(dict)
+        own: dict[str, dict[str, int]] = defaultdict(dict)
         sightings: dict[tuple[str, str], list[Any]] = {}
         probes: list[dict[str, Any]] = []
         counts: dict[str, int] = defaultdict(int)
@@ -90,6 +97,9 @@ def register(rt: Any, channel: Any) -> None:
             for kind, key in keys:
                 known = seen_keys[rec.user_id]
                 known[key] = max(known.get(key, rec.ts), rec.ts)
+                if kind in OWN_KINDS:
+                    firsts = own[rec.user_id]
+                    firsts[kind] = min(firsts.get(kind, rec.ts), rec.ts)
                 seen = sightings.get((key, rec.user_id))
                 if seen is None:
                     seen = sightings[(key, rec.user_id)] = [rec.ts, rec.ts, 1]
@@ -106,6 +116,8 @@ def register(rt: Any, channel: Any) -> None:
 
         for user_id in seen_keys.keys() | rows.keys():
             state = remember_keys(users.get(user_id), seen_keys.get(user_id, {}))
+            if user_id in own:
+                state = note_own_identifiers(state, own[user_id])
             users[user_id] = add_engagements(
                 state, rows.get(user_id, []), retention_ms=s.retention_ms
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.engagements import add_engagements, probe
+from models.engagements import add_engagements, note_own_identifiers, probe
 
 RETENTION = 1_000
 
@@ -92,3 +92,26 @@ def test_each_advertiser_keeps_only_its_newest_rows():
     older = [[5, "click", "b-old", "b1", "c", "ad"]]
     state = add_engagements(state, older, retention_ms=RETENTION, max_per_advertiser=2)
     assert [r[2] for r in state["e"]] == ["b-old", "e20", "e30"]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["em", "ph"]), st.integers(0, 100)), max_size=8))
+def test_own_identifiers_keep_their_first_time_in_any_order(sightings):
+    forward, backward = None, None
+    for kind, ts in sightings:
+        forward = note_own_identifiers(forward, {kind: ts})
+    for kind, ts in reversed(sightings):
+        backward = note_own_identifiers(backward, {kind: ts})
+    expected = {}
+    for kind, ts in sightings:
+        expected[kind] = min(ts, expected.get(kind, ts))
+    assert (forward or {}).get("o", {}) == (backward or {}).get("o", {}) == expected
+
+
+def test_probe_names_only_own_identifiers_known_by_the_conversion():
+    state = note_own_identifiers(None, {"em": 500, "ph": 2_000})
+    assert probe(state, "u1", "a", conversion_ts=1_000, retention_ms=RETENTION)["own"] == ["em"]
+    assert probe(state, "u1", "a", conversion_ts=2_000, retention_ms=RETENTION)["own"] == [
+        "em",
+        "ph",
+    ]
+    assert probe(None, "u1", "a", conversion_ts=2_000, retention_ms=RETENTION)["own"] == []

@@ -226,3 +226,38 @@ def test_a_replica_learning_anothers_examples_over_the_wire_ends_up_with_its_mod
         assert (a.user_id, a.method) == (b.user_id, b.method)
         # Feature vectors cross the wire rounded to 4 decimals.
         assert a.confidence == pytest.approx(b.confidence, abs=1e-3)
+
+
+def _stranger_case(own: bool) -> tuple[dict, dict, dict]:
+    """A conversion whose email matched nobody, from the address and agent of u1, who has (or
+    has not) an email of their own on the platform."""
+    conv, answers, probes = _conversion(em=True)
+    answers = copy.deepcopy(answers)
+    answers["em:h"]["users"] = []
+    probes = copy.deepcopy(probes)
+    probes["u1"]["own"] = ["em"] if own else []
+    return conv, answers, probes
+
+
+def test_a_candidate_with_their_own_email_learns_to_look_like_a_housemate():
+    """Feedback says: when the chosen user has an email of their own, the converter (whose
+    email matched nobody) was someone else; when not, it was them."""
+    model = MatchModel(threshold=0.0)
+    for _ in range(40):
+        for own in (True, False):
+            decision = model.decide(*_stranger_case(own))
+            assert decision.snapshot["cf"] == int(own)
+            model.learn_feedback(decision.snapshot, None if own else "u1")
+    with_own = model.decide(*_stranger_case(own=True))
+    without = model.decide(*_stranger_case(own=False))
+    assert with_own.confidence < without.confidence - 0.3
+    assert "candidate has an email or phone of their own" in with_own.explanation
+    assert model.stats()["own_conflict"] < -1.0
+
+
+def test_the_own_email_clue_applies_only_to_conversions_with_an_email_or_phone():
+    conv, answers, probes = _conversion(em=False)
+    probes = copy.deepcopy(probes)
+    probes["u1"]["own"] = ["em"]
+    decision = MatchModel(threshold=0.0).decide(conv, answers, probes)
+    assert decision.method == "model" and "cf" not in decision.snapshot

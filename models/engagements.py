@@ -5,11 +5,11 @@ ad_id], ...], "k": {identifier_key: last_ts}, "o": {"em" | "ph": first_ts}}``, e
 sorted by ``(ts, engagement_id)``. ``k`` remembers which identifiers the user was seen on (newest
 ``max_keys``), so that a deletion request can remove the user from every identifier entry
 without scanning the index. ``o`` says since when the platform has known an email and a phone
-of the user's own (which, not kept here): a conversion whose email matched nobody, from the
-device of a user whose email is known, is more likely a housemate's. Rows older
-than the retention (the longest attribution window) behind the user's partition clock are
-dropped, and each advertiser keeps at most ``max_per_advertiser`` rows, newest first, so a heavy
-user cannot grow state without bound.
+of the user's own (the times only; the hashes stay in the index): a conversion whose email
+matched nobody, from the device of a user whose email is known, is more likely a housemate's.
+Rows older than the retention (the longest attribution window) behind the user's partition
+clock are dropped, and each advertiser keeps at most ``max_per_advertiser`` rows, newest first,
+so a heavy user cannot grow state without bound.
 
 >>> state = add_engagements(None, [[1_000, "view", "i1", "a1", "c1", "ad1"]], retention_ms=10**9)
 >>> state = add_engagements(state, [[2_000, "click", "k1", "a1", "c1", "ad1"]], retention_ms=10**9)

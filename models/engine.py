@@ -120,7 +120,7 @@ class OfflineEngine:
                 max_users=self.max_users,
                 families=families if kind == "ip" else None,
             )
-        own = {k: ts for k, key in keys if k in OWN_KINDS}
+        own = {kind: ts for kind, _ in keys if kind in OWN_KINDS}
         if own:
             self.users[user] = note_own_identifiers(self.users.get(user), own)
         kind = ENGAGEMENT_TOPICS[topic]

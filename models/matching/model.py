@@ -133,7 +133,7 @@ class MatchModel:
         if view.best is None:
             snap = {"m": "none", "u": None, "ctx": ctx}
             return MatchDecision(None, 0.0, "none", ["no candidate"], snap)
-        # Deterministic ids asked for and matched nobody (else there would be a pick).
+        # Any email or phone of the conversion matched nobody here, or there would be a pick.
         conflict = _own_conflict(answers, probes.get(view.best))
         conf = self.conversion.confidence(view.x, ctx, conflict)
         snap = {

@@ -176,8 +176,8 @@ class BetaRate:
 
 class LikelihoodRatio:
     """Log-odds evidence of a binary clue: ``log P(clue | positive) - log P(clue | negative)``
-    (or of its absence), each rate a Beta posterior mean (``prior`` pseudo-observations at one
-    half), so it starts at 0: no evidence either way.
+    (or of its absence), each rate a :class:`BetaRate` around one half worth ``prior``
+    observations, so it starts at 0: no evidence either way.
 
     >>> lr = LikelihoodRatio()
     >>> lr.log_ratio(True), lr.log_ratio(False)
@@ -189,17 +189,14 @@ class LikelihoodRatio:
     """
 
     def __init__(self, prior: float = 2.0):
-        half = prior / 2.0
-        self.seen = [half, half]  # clue present, per class (negative, positive)
-        self.total = [prior, prior]
+        # P(clue | negative), P(clue | positive)
+        self.rates = (BetaRate(0.5, prior), BetaRate(0.5, prior))
 
     def update(self, clue: bool, positive: bool) -> None:
-        self.seen[positive] += float(clue)
-        self.total[positive] += 1.0
+        self.rates[positive].update(clue)
 
     def log_ratio(self, clue: bool) -> float:
-        pos = self.seen[1] / self.total[1]
-        neg = self.seen[0] / self.total[0]
+        neg, pos = self.rates[0].mean, self.rates[1].mean
         if clue:
             return math.log(pos) - math.log(neg)
         return math.log1p(-pos) - math.log1p(-neg)

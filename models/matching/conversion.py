@@ -41,13 +41,15 @@ from models.matching.progressive import Progress
 SHIFT_PRIORS = {"plain": -0.5, "unmatched": -1.2}
 #: Feedback residual on top of the label shift, one log-odds offset per cell: the context, and
 #: whether the best candidate shares only the address, not the user agent. The ip-only cells
-#: start at -1: a housemate who is not on the platform converts from the address of the one user
+#: start at -2: a housemate who is not on the platform converts from the address of the one user
 #: seen there, which breaks the label shift's assumption (that such converters look like
-#: platform converters with no candidate). Each cell learns only from its own feedback: with one
-#: shared ip-only weight, feedback from the "unmatched" context (mostly strangers) moved the
-#: "plain" one too, and the model over-trusted ip-only matches where strangers are common.
+#: platform converters with no candidate). At -1, ip-only labels were right less than half the
+#: time on every traffic shape measured, the generator's defaults included (BENCHMARKS.md).
+#: Each cell learns only from its own feedback: with one shared ip-only weight, feedback from
+#: the "unmatched" context (mostly strangers) moved the "plain" one too, and the model
+#: over-trusted ip-only matches where strangers are common.
 RESIDUAL_FEATURES = ("plain", "plain_ip_only", "unmatched", "unmatched_ip_only")
-RESIDUAL_PRIOR = [0.0, -1.0, 0.0, -1.0]
+RESIDUAL_PRIOR = [0.0, -2.0, 0.0, -2.0]
 #: Prior variance of each offset: the label shift is trusted until feedback says otherwise (a
 #: standard deviation of 0.45 log-odds; 0.5 let a few dozen feedback records overshoot).
 RESIDUAL_PRIOR_VAR = 0.2

@@ -75,7 +75,8 @@ def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, sto
 
     labels = wait_for_labels(settings, expected, timeout=240)
     assert restarted.alive()
-    assert {lab["conversion_key"] for lab in labels} == expected
+    missing = expected - {lab["conversion_key"] for lab in labels}
+    assert not missing, _why(missing, tmp_path)
 
     # At-least-once: a label may be delivered twice after the crash, but a key never has two
     # different labels under one revision.
@@ -93,6 +94,16 @@ def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, sto
     if store == "rocksdb://":  # the state is on disk, one database per table partition
         tables = {p.name for p in Path(settings.data_dir).glob("**/tables/*.db")}
         assert {f"identifiers-{p}.db" for p in range(settings.partitions)} <= tables
+
+
+def _why(missing: set[str], logs: Path) -> str:
+    """What a failure needs to be understood later: the keys, and what both workers warned."""
+    lines = [f"no label for {sorted(missing)}"]
+    for name in ("first", "restarted"):
+        text = (logs / f"{name}.log").read_text(errors="replace").splitlines()
+        noted = [line for line in text if "WARNING" in line or "ERROR" in line]
+        lines += [f"--- {name}.log: {len(noted)} warnings and errors, the last 30:", *noted[-30:]]
+    return "\n".join(lines)
 
 
 async def _count(settings, topic: str) -> int:

@@ -38,12 +38,13 @@ from models.identity import (
     conversion_identifiers,
     engagement_identifiers,
     hash_user_data,
+    kind_of,
     sighting_families,
 )
 from models.index import DEFAULT_MAX_USERS, add_sighting, lookup
 from models.learning_queue import Entry, LearningQueue
 from models.partitioning import partition_for
-from models.resolve import external_id_link, resolve, select_probe_candidates
+from models.resolve import identity_links, resolve, select_probe_candidates
 
 DAY_MS = 24 * 3600 * 1000
 HOUR_MS = 3600 * 1000
@@ -217,12 +218,13 @@ class OfflineEngine:
         out = coordinator.settle(state, label, decision.snapshot)
         if out is not None:
             self.labels.append(out)
-        link = external_id_link(conv, decision)
-        if link is not None:
-            ext_key, user = link
-            self.index[ext_key] = add_sighting(
-                self.index.get(ext_key), user, conv["ts"], max_users=self.max_users
+        for link_key, user in identity_links(conv, decision):
+            self.index[link_key] = add_sighting(
+                self.index.get(link_key), user, conv["ts"], max_users=self.max_users
             )
+            kind = kind_of(link_key)
+            if kind in OWN_KINDS:
+                self.users[user] = note_own_identifiers(self.users.get(user), {kind: conv["ts"]})
         truth = state.get("feedback")
         if truth is not None and not truth.get("learned"):
             truth["learned"] = True

@@ -100,17 +100,32 @@ def resolve(
     return label, decision
 
 
-def external_id_link(conv: dict[str, Any], decision: MatchDecision) -> tuple[str, str] | None:
-    """``(ext key, user_id)`` to record after a deterministic match on another kind, so the
-    advertiser's customer id becomes a deterministic identifier for later conversions.
+#: Kinds a deterministic match teaches the index: the advertiser's customer id, and an email or
+#: phone the converter shopped with.
+LINKED_KINDS = ("ext", "em", "ph")
+#: A link is learned only from a match at least this likely to be right, as for self-supervised
+#: examples: a family tablet's shared device id ("dev:contested") teaches nothing.
+LINK_MIN_CONFIDENCE = 0.9
 
-    >>> d = MatchDecision("u1", 0.97, "deterministic:em", [])
-    >>> external_id_link({"advertiser_id": "a", "user_data": {"external_id": "f" * 64}}, d)[1]
-    'u1'
+
+def identity_links(conv: dict[str, Any], decision: MatchDecision) -> list[tuple[str, str]]:
+    """``(key, user_id)`` to record after a deterministic match: the conversion's external id,
+    email and phone become deterministic identifiers of the matched user for later conversions
+    (other than the kind that matched, which the index already ties to the user).
+
+    A user who shops with an email the platform never learned, and converts once with a click id
+    as well, is then matched on that email alone next time, rather than by address.
+
+    >>> conv = {"advertiser_id": "a", "user_data": {"click_id": "c", "em": "e" * 64}}
+    >>> identity_links(conv, MatchDecision("u1", 0.99, "deterministic:click", []))
+    [('em:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee', 'u1')]
+    >>> identity_links(conv, MatchDecision("u1", 0.6, "deterministic:click", []))
+    []
     """
     if decision.user_id is None or not decision.method.startswith("deterministic:"):
-        return None
-    if decision.method == "deterministic:ext":
-        return None
-    key = conversion_identifiers(conv["advertiser_id"], conv.get("user_data") or {}).get("ext")
-    return (key, decision.user_id) if key else None
+        return []
+    if decision.confidence < LINK_MIN_CONFIDENCE:
+        return []
+    matched = decision.method.split(":", 1)[1]
+    keys = conversion_identifiers(conv["advertiser_id"], conv.get("user_data") or {})
+    return [(keys[k], decision.user_id) for k in LINKED_KINDS if k in keys and k != matched]

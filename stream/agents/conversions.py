@@ -29,7 +29,7 @@ from models.learning_queue import Entry, LearningQueue
 from models.matching.model import MatchModel
 from models.partitioning import partition_for
 from models.quality import QualityTracker
-from models.resolve import external_id_link, resolve, select_probe_candidates
+from models.resolve import identity_links, resolve, select_probe_candidates
 from models.settings_file import AttributionConfigWatcher
 from stream import metrics, quality
 from stream.records import Invalid, parse_conversion, parse_feedback
@@ -208,21 +208,21 @@ def register(rt: Any, channel: Any) -> None:
         if out is not None:
             await rt.send("labels", key, out, partition=partition)
             metrics.observe_label(out, arrivals.pop(key, time.time()))
-        # Every deterministic decision refreshes the link, as in models/engine.py, whether or
-        # not the label changed: its recency is a feature of later matches on the external id.
-        link = external_id_link(conv, decision)
-        if link is not None:
-            await send_external_id_link(*link, conv["ts"])
+        # Every deterministic decision refreshes its links, as in models/engine.py, whether or
+        # not the label changed: their recency is a feature of later matches on those keys.
+        for link_key, user in identity_links(conv, decision):
+            await send_identity_link(link_key, user, conv["ts"])
         stats = model.stats()
         metrics.set_model_quality(
             auc=stats.get("auc"), logloss=stats.get("log_loss"), ece=stats.get("ece")
         )
 
-    async def send_external_id_link(ext: str, user_id: str, ts: int) -> None:
-        """Teach the index who this advertiser's external_id is (see ``external_id_link``)."""
-        link = {"k": ext, "u": user_id, "ts": ts}
-        await rt.send_keyed("cs-ident", ext, {"t": "x", **link})
-        # The user's state remembers the link, so a deletion can reach this entry too.
+    async def send_identity_link(key: str, user_id: str, ts: int) -> None:
+        """Teach the index whose external id, email or phone this is (see ``identity_links``)."""
+        link = {"k": key, "u": user_id, "ts": ts}
+        await rt.send_keyed("cs-ident", key, {"t": "x", **link})
+        # The user's state remembers the link, so a deletion can reach this entry too, and
+        # counts a linked email or phone as the user's own.
         await rt.send_keyed("cs-probe", user_id, {"t": "k", **link})
 
     async def on_answer(msg: dict[str, Any]) -> None:

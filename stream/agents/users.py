@@ -23,7 +23,7 @@ from models.engagements import (
     probe,
     remember_keys,
 )
-from models.identity import engagement_identifiers, sighting_families
+from models.identity import engagement_identifiers, kind_of, sighting_families
 from models.index import merge_families
 from models.partitioning import partition_for
 from stream import metrics
@@ -123,11 +123,13 @@ def register(rt: Any, channel: Any) -> None:
             )
         await forward_sightings(sightings)
         for request in probes:
-            if request.get("t") == "k":  # an external id linked to this user by a conversion
+            if request.get("t") == "k":  # an identifier linked to this user by a conversion
                 if not _deleted(users.get(request["u"])):
-                    users[request["u"]] = remember_keys(
-                        users.get(request["u"]), {request["k"]: request["ts"]}
-                    )
+                    state = remember_keys(users.get(request["u"]), {request["k"]: request["ts"]})
+                    kind = kind_of(request["k"])
+                    if kind in OWN_KINDS:  # an email or phone the user shopped with
+                        state = note_own_identifiers(state, {kind: request["ts"]})
+                    users[request["u"]] = state
                 continue
             state = users.get(request["u"])
             answer = probe(

@@ -1,4 +1,5 @@
-"""An advertiser's external_id becomes a deterministic identifier once a match teaches it."""
+"""A conversion's external_id and email become deterministic identifiers once a match teaches
+them."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ pytestmark = pytest.mark.integration
 HOUR = 60 * MIN
 
 
-def test_click_match_links_the_external_id_for_later_conversions(settings, start_worker):
+def test_click_match_links_the_external_id_and_email_for_later_conversions(settings, start_worker):
     start_worker(settings)
     first = [
         click(1, T0),
         click(2, T0 + MIN),
-        conversion(1, T0 + 10 * MIN, click_id="clk-1", external_id="Cust-42"),
+        conversion(
+            1, T0 + 10 * MIN, click_id="clk-1", external_id="Cust-42", em="Shopper@Example.com"
+        ),
         impression(2, T0 + 3 * HOUR),  # moves the watermark past the conversion
     ]
     asyncio.run(produce(settings, first))
@@ -33,13 +36,20 @@ def test_click_match_links_the_external_id_for_later_conversions(settings, start
 
     # The same customer orders again from a relay IP nobody was seen on: without the link
     # learned from the first order, nothing would point at user-1.
+    # And at another advertiser with only the email the platform never knew for user-1.
     later = [
         conversion(2, T0 + 4 * HOUR, external_id=" cust-42 ", client_ip_address="192.0.2.200"),
+        conversion(3, T0 + 4 * HOUR, advertiser="adv-2", em=" shopper@example.com"),
         impression(2, T0 + 6 * HOUR),
     ]
     asyncio.run(produce(settings, later))
-    labels = latest_labels(wait_for_labels(settings, {key(1), key(2)}, timeout=90, settle=2))[0]
+    expected = {key(1), key(2), key(3, "adv-2")}
+    labels = latest_labels(wait_for_labels(settings, expected, timeout=90, settle=2))[0]
     assert (labels[key(2)]["user_id"], labels[key(2)]["match_method"]) == (
         "user-1",
         "deterministic:ext",
+    )
+    assert (labels[key(3, "adv-2")]["user_id"], labels[key(3, "adv-2")]["match_method"]) == (
+        "user-1",
+        "deterministic:em",
     )

@@ -222,3 +222,32 @@ def test_engine_defaults_are_the_workers():
     engine, worker = OfflineEngine(MatchModel), Settings()
     assert engine.lateness_ms == worker.allowed_lateness_ms
     assert engine.queues[0].delay_ms == worker.learning_delay_ms
+
+
+def test_a_deterministic_match_links_the_conversions_other_email_and_phone():
+    # u1's platform email is A. They shop with it and a phone the platform never learned: the
+    # email match teaches the index that phone, for later conversions and only for them.
+    em, ph = sha256_hex("ann@x.com"), sha256_hex("+15550100")
+
+    def order(event_id: str, ts: int, **user_data) -> dict:
+        line = _conversion("capi", ts, **user_data)
+        line["value"]["event_id"] = event_id
+        return line
+
+    lines = [
+        _identity("u1", T, em=em),
+        order("o1", T + HOUR, em=em, ph=ph),
+        _impression("u3", T + 2 * HOUR, "i1", ip="10.7.7.7"),  # moves the watermark
+        order("o2", T + 3 * HOUR, ph=ph),  # after the link: matched on the phone alone
+        order("o3", T + HOUR - MIN, ph=ph),  # before it in event time, read after it
+        _impression("u3", T + 5 * HOUR, "i2", ip="10.7.7.7"),
+    ]
+    engine = OfflineEngine(MatchModel, partitions=2)
+    for line in lines:
+        engine.feed(line)
+    labels = {lab["event_id"]: lab for lab in engine.finish()}
+    assert (labels["o1"]["user_id"], labels["o1"]["match_method"]) == ("u1", "deterministic:em")
+    assert (labels["o2"]["user_id"], labels["o2"]["match_method"]) == ("u1", "deterministic:ph")
+    assert labels["o3"]["user_id"] is None
+    # The phone is now one of u1's own, since the first order's time.
+    assert engine.users["u1"]["o"] == {"em": T, "ph": T + HOUR}

@@ -7,7 +7,7 @@ import math
 from models.attribution import AttributionSettings
 from models.matching.baseline import DeterministicOnly, RuleBaseline
 from models.matching.model import MatchDecision, MatchModel
-from models.resolve import external_id_link, resolve, select_probe_candidates
+from models.resolve import identity_links, resolve, select_probe_candidates
 
 T = 1_767_571_200_000
 CONV = {
@@ -151,11 +151,16 @@ def test_resolve_learns_only_when_asked():
     assert model.pair.n == 2  # both probabilistic candidates became self-supervised pairs
 
 
-def test_external_id_link_only_after_another_deterministic_kind():
-    det = MatchDecision("u1", 0.97, "deterministic:em", [])
-    key, user = external_id_link(CONV, det)
-    assert key == "ext:adv-1:" + "f" * 64 and user == "u1"
-    assert external_id_link(CONV, MatchDecision("u1", 0.9, "deterministic:ext", [])) is None
-    assert external_id_link(CONV, MatchDecision("u1", 0.9, "model", [])) is None
+def test_identity_links_come_from_confident_deterministic_matches_only():
+    by_em = MatchDecision("u1", 0.97, "deterministic:em", [])
+    # The external id is linked; the email that matched is the index's already.
+    assert identity_links(CONV, by_em) == [("ext:adv-1:" + "f" * 64, "u1")]
+    by_click = MatchDecision("u1", 0.99, "deterministic:click", [])
+    assert {key.split(":")[0] for key, _ in identity_links(CONV, by_click)} == {"ext", "em"}
+    by_ext = MatchDecision("u1", 0.95, "deterministic:ext", [])
+    assert identity_links(CONV, by_ext) == [("em:" + "e" * 64, "u1")]
+    assert identity_links(CONV, MatchDecision("u1", 0.95, "model", [])) == []
+    # A shared device id ("dev:contested") is not trusted enough to teach the index.
+    assert identity_links(CONV, MatchDecision("u1", 0.6, "deterministic:dev", [])) == []
     no_ext = dict(CONV, user_data={"em": "e" * 64})
-    assert external_id_link(no_ext, det) is None
+    assert identity_links(no_ext, by_em) == []

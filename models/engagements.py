@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.identity import kind_of
+
 UserState = dict[str, Any]
 ProbeAnswer = dict[str, Any]
 EngagementRow = list[Any]
@@ -65,6 +67,21 @@ def note_own_identifiers(state: UserState | None, firsts: dict[str, int]) -> Use
     for kind, ts in firsts.items():
         own[kind] = min(ts, own.get(kind, ts))
     state["o"] = own
+    return state
+
+
+def note_link(state: UserState | None, key: str, ts: int) -> UserState:
+    """An identifier a conversion linked to the user (``models.resolve.identity_links``): kept
+    for deletions, and an email or phone the user shopped with counts as one of their own.
+
+    >>> state = note_link(None, "ph:h", 7)
+    >>> state["k"], state["o"]
+    ({'ph:h': 7}, {'ph': 7})
+    """
+    state = remember_keys(state, {key: ts})
+    kind = kind_of(key)
+    if kind in OWN_KINDS:
+        state = note_own_identifiers(state, {kind: ts})
     return state
 
 

@@ -33,12 +33,11 @@ from typing import Any
 from models import coordinator
 from models.attribution import AttributionConfig
 from models.dedupe import conversion_key
-from models.engagements import OWN_KINDS, add_engagements, note_own_identifiers, probe
+from models.engagements import OWN_KINDS, add_engagements, note_link, note_own_identifiers, probe
 from models.identity import (
     conversion_identifiers,
     engagement_identifiers,
     hash_user_data,
-    kind_of,
     sighting_families,
 )
 from models.index import DEFAULT_MAX_USERS, add_sighting, lookup
@@ -222,9 +221,7 @@ class OfflineEngine:
             self.index[link_key] = add_sighting(
                 self.index.get(link_key), user, conv["ts"], max_users=self.max_users
             )
-            kind = kind_of(link_key)
-            if kind in OWN_KINDS:
-                self.users[user] = note_own_identifiers(self.users.get(user), {kind: conv["ts"]})
+            self.users[user] = note_link(self.users.get(user), link_key, conv["ts"])
         truth = state.get("feedback")
         if truth is not None and not truth.get("learned"):
             truth["learned"] = True

@@ -19,11 +19,12 @@ from faust.types import TP
 from models.engagements import (
     OWN_KINDS,
     add_engagements,
+    note_link,
     note_own_identifiers,
     probe,
     remember_keys,
 )
-from models.identity import engagement_identifiers, kind_of, sighting_families
+from models.identity import engagement_identifiers, sighting_families
 from models.index import merge_families
 from models.partitioning import partition_for
 from stream import metrics
@@ -125,11 +126,9 @@ def register(rt: Any, channel: Any) -> None:
         for request in probes:
             if request.get("t") == "k":  # an identifier linked to this user by a conversion
                 if not _deleted(users.get(request["u"])):
-                    state = remember_keys(users.get(request["u"]), {request["k"]: request["ts"]})
-                    kind = kind_of(request["k"])
-                    if kind in OWN_KINDS:  # an email or phone the user shopped with
-                        state = note_own_identifiers(state, {kind: request["ts"]})
-                    users[request["u"]] = state
+                    users[request["u"]] = note_link(
+                        users.get(request["u"]), request["k"], request["ts"]
+                    )
                 continue
             state = users.get(request["u"])
             answer = probe(

@@ -22,6 +22,13 @@ Here every record drained but not delivered, and every record cleared from an ag
 sends its partition back to the first such offset (if the partition is still assigned and
 aiokafka is past it), so it is fetched again. Records delivered twice are the at-least-once
 duplicates the pipeline already absorbs (dedupe, revisioned labels).
+
+The rewind for a cleared queue waits for the fetch loop, and until it is done no record of that
+partition at or past the rewind point is delivered. Faust's fetch loop drops every record below
+the last offset it delivered (``Consumer._read_offset``, which ``seek`` resets): a rewind that
+ran beside the loop, while it went on delivering the rest of a batch fetched before the seek,
+pushed that offset back past the rewind point, and the records read again were dropped. The
+cleared records were lost and the partition's commit stuck below them.
 """
 
 from __future__ import annotations
@@ -70,15 +77,8 @@ def install() -> None:
 
     async def getmany(self: Any, timeout: float) -> AsyncIterator[Any]:
         self._convstream_batch = None
-        delivered: dict[Any, int] = {}
-        async for tp, message in original_getmany(self, timeout):
-            delivered[tp] = message.offset
+        async for tp, message in deliver(self, original_getmany(self, timeout)):
             yield tp, message
-        records, self._convstream_batch = self._convstream_batch, None
-        if records:
-            missed = undelivered(records, delivered)
-            if missed:
-                await _seek_back(self, missed)
 
     original_clear = ThrowableQueue.clear
 
@@ -93,12 +93,42 @@ def install() -> None:
             firsts[message.tp] = min(message.offset, firsts.get(message.tp, message.offset))
         original_clear(self)
         if firsts and consumer is not None:
-            consumer.add_future(_seek_back(consumer, firsts))
+            request_rewind(consumer, firsts)
 
     Consumer._wait_next_records = _wait_next_records
     Consumer.getmany = getmany
     ThrowableQueue.clear = clear
     Consumer._convstream_fetch_guard = True
+
+
+def request_rewind(consumer: Any, offsets: dict[Any, int]) -> None:
+    """Have the fetch loop rewind each partition to ``offset`` (the lowest one asked wins)."""
+    pending = consumer.__dict__.setdefault("_convstream_rewinds", {})
+    for tp, offset in offsets.items():
+        pending[tp] = min(offset, pending.get(tp, offset))
+
+
+async def deliver(consumer: Any, messages: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Pass on a fetched batch, withholding what a rewind will read again, then rewind.
+
+    ``consumer._convstream_batch`` holds the records the batch was made of once ``messages``
+    is exhausted (``_wait_next_records`` puts them there).
+    """
+    pending = consumer.__dict__.setdefault("_convstream_rewinds", {})
+    delivered: dict[Any, int] = {}
+    async for tp, message in messages:
+        target = pending.get(tp)
+        if target is not None and message.offset >= target:
+            continue
+        delivered[tp] = message.offset
+        yield tp, message
+    records, consumer._convstream_batch = consumer._convstream_batch, None
+    missed = undelivered(records, delivered) if records else {}
+    consumer._convstream_rewinds = {}
+    for tp, offset in pending.items():
+        missed[tp] = min(offset, missed.get(tp, offset))
+    if missed:
+        await _seek_back(consumer, missed)
 
 
 async def _seek_back(consumer: Any, offsets: dict[Any, int]) -> None:

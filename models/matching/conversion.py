@@ -11,12 +11,13 @@ self-supervised examples and feedback that names a user). A converter who is not
 platform looks, to these features, like a platform converter absent from the candidates, so
 going from platform converters to all converters only shifts the first factor's prior odds: a
 label shift, estimated by EM from the unlabelled live conversions (``label_shift.py``), plus a
-small residual learned from delayed feedback. One clue only feedback can weigh: a conversion
-whose email or phone matched nobody, when the best candidate has an email or phone of their own
-on the platform, is more often a housemate's on the candidate's device. Its likelihood ratio is
-counted from feedback and added to the first factor's log-odds (naive Bayes); it cannot be a
-pair feature, because in a self-supervised example the matched user's email is the
-conversion's own.
+small residual learned from delayed feedback. One clue is kept apart: a conversion whose email
+or phone matched nobody, when the best candidate has an email or phone of their own on the
+platform, is more often a housemate's on the candidate's device. It cannot be a pair feature,
+because in most self-supervised examples the conversion's email is the matched user's own. Its
+likelihood ratio is added to the first factor's log-odds (naive Bayes) and counted from the
+self-supervised examples whose email and phone matched nobody (a click id or device id found
+the user) and from feedback, which alone brings converters who are not on the platform.
 
 >>> scorer = ConversionScorer()
 >>> best, margin, x = conversion_features({"u1": 3.0, "u2": -1.0}, {"u1": {}, "u2": {}})

@@ -74,6 +74,18 @@ def _own_conflict(answers: dict[str, dict[str, Any]], probe: dict[str, Any] | No
     return bool(asked & set((probe or {}).get("own") or ()))
 
 
+def _unmatched_own(answers: dict[str, dict[str, Any]]) -> bool:
+    """The conversion carried an email or phone, and none of them matched anybody.
+
+    >>> _unmatched_own({"em:h": {"kind": "em", "users": []}, "click:c": {"kind": "click"}})
+    True
+    >>> _unmatched_own({"em:h": {"kind": "em", "users": [["u1", 0, 5, 1]]}}), _unmatched_own({})
+    (False, False)
+    """
+    asked = [a for a in answers.values() if a["kind"] in OWN_KINDS]
+    return bool(asked) and not any(a["users"] for a in asked)
+
+
 def _context(answers: dict[str, dict[str, Any]]) -> str:
     """Deterministic identifiers that matched nobody are evidence of a non-platform converter."""
     asked = any(a["kind"] in DETERMINISTIC_KINDS for a in answers.values())
@@ -178,9 +190,12 @@ class MatchModel:
 
         A confident deterministic match is re-scored with the deterministic answers hidden:
         each probabilistic candidate's features (``c``), labelled by whether it is the matched
-        user (``truth``). A deterministic match also rates its identifier kinds against each
-        other (``tops``). A probabilistic decision only feeds the unlabelled label-shift
-        estimate (``x``, ``ctx``).
+        user (``truth``). If the conversion's email and phone matched nobody, ``own`` lists the
+        candidates with an email or phone of their own: how often the best of them has one
+        when the converter is among them is one side of the own-email ratio, learned here from
+        every such match instead of from feedback alone. A deterministic match also rates its
+        identifier kinds against each other (``tops``). A probabilistic decision only feeds the
+        unlabelled label-shift estimate (``x``, ``ctx``).
         """
         snap = decision.snapshot
         example: dict[str, Any] = {"t": "ss"}
@@ -194,6 +209,8 @@ class MatchModel:
                 feats = candidate_features(conv, prob, probes, users=users)
                 example["truth"] = decision.user_id
                 example["c"] = [[user, to_vector(f)] for user, f in feats.items()]
+                if _unmatched_own(answers):
+                    example["own"] = [u for u in feats if _own_conflict(answers, probes.get(u))]
         return example if len(example) > 1 else None
 
     @staticmethod
@@ -219,6 +236,8 @@ class MatchModel:
             logits = {user: self.pair.logit(f) for user, f in feats.items()}
             best, _, x = conversion_features(logits, feats)
             self.conversion.learn_platform(x, best, truth, set(feats))
+            if "own" in example:
+                self.conversion.own_conflict.update(best in example["own"], truth in feats)
         for user, f in feats.items():
             self.pair.learn(f, user == truth)
 

@@ -261,3 +261,24 @@ def test_the_own_email_clue_applies_only_to_conversions_with_an_email_or_phone()
     probes["u1"]["own"] = ["em"]
     decision = MatchModel(threshold=0.0).decide(conv, answers, probes)
     assert decision.method == "model" and "cf" not in decision.snapshot
+
+
+def test_click_matches_whose_email_matched_nobody_teach_the_own_email_ratio():
+    """Without any feedback: users found by a click id, when the order's email matched nobody,
+    seldom have an email of their own, so a best candidate who has one counts against."""
+    model = MatchModel()
+    for _ in range(60):
+        conv, answers, probes = _stranger_case(own=False)
+        answers["click:c"] = _answer("click:c", 1, [["u1", 0, T - 600_000, 1]])
+        decision = model.decide(conv, answers, probes)
+        assert decision.method == "deterministic:click" and decision.confidence >= 0.9
+        example = model.self_supervised_example(conv, answers, probes, decision)
+        assert example["own"] == []
+        model.learn_example(example)
+    assert model.n_feedback == 0
+    assert model.stats()["own_conflict"] < -1.0
+    # An email that matched the user is not the clue's case: nothing to count.
+    conv, answers, probes = _conversion(em=True)
+    answers["click:c"] = _answer("click:c", 1, [["u1", 0, T - 600_000, 1]])
+    decision = model.decide(conv, answers, probes)
+    assert "own" not in model.self_supervised_example(conv, answers, probes, decision)

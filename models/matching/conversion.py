@@ -19,6 +19,12 @@ likelihood ratio is added to the first factor's log-odds (naive Bayes) and count
 self-supervised examples whose email and phone matched nobody (a click id or device id found
 the user) and from feedback, which alone brings converters who are not on the platform.
 
+Where an email or phone matched nobody, the label shift is also counted rather than inferred
+(``StrangerBound``): from how often emails and phones match nobody, on all conversions and on
+those of platform converters a click id found. That count misses strangers rather than invents
+them, so the EM estimate is never allowed to be less sceptical than it. EM reads a young
+classifier's outputs as "little shift", and most in traffic where strangers are the majority.
+
 >>> scorer = ConversionScorer()
 >>> best, margin, x = conversion_features({"u1": 3.0, "u2": -1.0}, {"u1": {}, "u2": {}})
 >>> best, round(margin, 2)
@@ -33,7 +39,7 @@ import math
 
 from models.matching.calibration import BetaRate, LikelihoodRatio, OnlineLogit, logit
 from models.matching.features import LONG_AGO, Features
-from models.matching.label_shift import LabelShift
+from models.matching.label_shift import LabelShift, StrangerBound
 from models.matching.progressive import Progress
 
 #: Prior log-odds shift from platform converters to all converters, per context (deterministic
@@ -142,6 +148,7 @@ class ConversionScorer:
         self.among_rate = BetaRate(0.75, 10.0)
         self.residual = OnlineLogit(RESIDUAL_PRIOR, prior_var=RESIDUAL_PRIOR_VAR)
         self.own_conflict = LikelihoodRatio()
+        self.stranger_bound = StrangerBound()
         self.progress = Progress()
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -150,6 +157,8 @@ class ConversionScorer:
         self.__dict__.update(state)
         if "own_conflict" not in state:
             self.own_conflict = LikelihoodRatio()
+        if "stranger_bound" not in state:
+            self.stranger_bound = StrangerBound()
         residual = self.residual
         if len(residual.w) == len(_ADDITIVE_TO_CELLS[0]):
             w, cov = residual.w, residual.cov
@@ -169,6 +178,8 @@ class ConversionScorer:
         whether the best candidate has an email or phone of their own, for a conversion whose
         email or phone matched nobody; None where that does not apply."""
         shift = self.label_shift[ctx].shift(self.among_rate.mean)
+        if ctx == "unmatched":
+            shift = min(shift, self.stranger_bound.shift(self.among_rate.mean))
         evidence = 0.0 if conflict is None else self.own_conflict.log_ratio(conflict)
         return self.present.logit(x) + shift + evidence + self.residual.logit(_residual_x(x, ctx))
 
@@ -206,6 +217,7 @@ class ConversionScorer:
         return {
             "present_auc": self.progress.summary()["auc"],
             "shift": {c: round(v, 3) for c, v in shifts.items()},
+            "stranger_bound": round(self.stranger_bound.shift(self.among_rate.mean), 3),
             "residual": dict(zip(RESIDUAL_FEATURES, map(_round3, self.residual.w), strict=True)),
             "own_conflict": round(self.own_conflict.log_ratio(True), 3),
         }

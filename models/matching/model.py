@@ -195,12 +195,17 @@ class MatchModel:
         when the converter is among them is one side of the own-email ratio, learned here from
         every such match instead of from feedback alone. A deterministic match also rates its
         identifier kinds against each other (``tops``). A probabilistic decision only feeds the
-        unlabelled label-shift estimate (``x``, ``ctx``).
+        unlabelled label-shift estimate (``x``, ``ctx``). Every conversion with an email or
+        phone says whether they all matched nobody (``ue``); ``found`` marks a confident match
+        by a click id, device id or external id: the two counts of ``StrangerBound``.
         """
         snap = decision.snapshot
         example: dict[str, Any] = {"t": "ss"}
         if "x" in snap:
             example["x"], example["ctx"] = snap["x"], snap["ctx"]
+        unmatched = _unmatched_own(answers)
+        if any(a["kind"] in OWN_KINDS for a in answers.values()):
+            example["ue"] = int(unmatched)
         if decision.method.startswith("deterministic"):
             example["tops"] = kind_tops(answers)
             if decision.confidence >= self.ss_min_confidence:
@@ -209,8 +214,10 @@ class MatchModel:
                 feats = candidate_features(conv, prob, probes, users=users)
                 example["truth"] = decision.user_id
                 example["c"] = [[user, to_vector(f)] for user, f in feats.items()]
-                if _unmatched_own(answers):
+                if unmatched:
                     example["own"] = [u for u in feats if _own_conflict(answers, probes.get(u))]
+                if "ue" in example and decision.method.split(":")[1] not in OWN_KINDS:
+                    example["found"] = 1  # a platform converter found without email or phone
         return example if len(example) > 1 else None
 
     @staticmethod
@@ -226,6 +233,8 @@ class MatchModel:
             return
         if "x" in example:
             self.conversion.observe(example["x"], example["ctx"])
+        if "ue" in example:
+            self.conversion.stranger_bound.observe(bool(example["ue"]))
         if "tops" in example:
             self.det.agreement(example["tops"])
         if "c" not in example:
@@ -238,6 +247,8 @@ class MatchModel:
             self.conversion.learn_platform(x, best, truth, set(feats))
             if "own" in example:
                 self.conversion.own_conflict.update(best in example["own"], truth in feats)
+        if "found" in example:
+            self.conversion.stranger_bound.learn_platform(bool(example["ue"]), truth in feats)
         for user, f in feats.items():
             self.pair.learn(f, user == truth)
 

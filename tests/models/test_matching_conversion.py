@@ -1,4 +1,5 @@
-"""ConversionScorer: the feedback residual cells and checkpoints from before them."""
+"""ConversionScorer: the feedback residual cells, the stranger bound, and checkpoints from
+before them."""
 
 from __future__ import annotations
 
@@ -68,3 +69,42 @@ def test_checkpoint_with_the_additive_residual_keeps_its_offsets():
     for _ in range(30):
         restored.learn_feedback(_x(ipua=False), "unmatched", among=False)
     assert restored.confidence(_x(ipua=False), "plain") == pytest.approx(before, abs=1e-12)
+
+
+def _count_strangers(scorer: ConversionScorer, share: float, n: int = 2000) -> None:
+    """Orders with an email: a ``share`` of strangers (never matched), platform converters
+    matched but for 30 %; the platform converters a click id found look the same."""
+    for i in range(n):
+        stranger = i % 100 < share * 100
+        scorer.stranger_bound.observe(stranger or i % 10 < 3)
+        scorer.stranger_bound.learn_platform(unmatched=i % 10 < 3, among=i % 5 < 4)
+
+
+def test_counted_strangers_lower_only_the_unmatched_context():
+    """The EM estimate has seen nothing here (its prior says -1.2); counting says most of the
+    orders whose email matched nobody are strangers', and that is the floor."""
+    scorer = ConversionScorer()
+    before = _cells(scorer)
+    _count_strangers(scorer, share=0.8)
+    after = _cells(scorer)
+    for ipua in (True, False):
+        assert after[("unmatched", ipua)] < before[("unmatched", ipua)] - 0.1
+        assert after[("plain", ipua)] == before[("plain", ipua)]
+    assert scorer.stats()["stranger_bound"] < scorer.stats()["shift"]["unmatched"]
+
+
+def test_the_bound_never_makes_a_match_more_likely():
+    """With no strangers counted, the EM estimate (more sceptical) stands."""
+    scorer = ConversionScorer()
+    before = _cells(scorer)
+    _count_strangers(scorer, share=0.0)
+    assert _cells(scorer) == before
+
+
+def test_checkpoint_from_before_the_bound_gets_one():
+    scorer = ConversionScorer()
+    del scorer.stranger_bound
+    state = pickle.loads(pickle.dumps(scorer))
+    assert state.confidence(_x(ipua=True), "unmatched") == ConversionScorer().confidence(
+        _x(ipua=True), "unmatched"
+    )

@@ -282,3 +282,35 @@ def test_click_matches_whose_email_matched_nobody_teach_the_own_email_ratio():
     answers["click:c"] = _answer("click:c", 1, [["u1", 0, T - 600_000, 1]])
     decision = model.decide(conv, answers, probes)
     assert "own" not in model.self_supervised_example(conv, answers, probes, decision)
+
+
+def test_examples_count_unmatched_emails_for_the_stranger_bound():
+    model = MatchModel()
+    clicked = _answer("click:c", 1, [["u1", 0, T - 600_000, 1]])
+    cases = {}
+    for name, (conv, answers, probes) in {
+        "click, email matched nobody": _stranger_case(own=False),
+        "click, email matched": _conversion(em=True),
+        "email matched": _conversion(em=True),
+        "no email": _conversion(em=False),
+    }.items():
+        if name.startswith("click"):
+            answers = {**answers, "click:c": clicked}
+        decision = model.decide(conv, answers, probes)
+        example = model.self_supervised_example(conv, answers, probes, decision) or {}
+        cases[name] = (example.get("ue"), example.get("found"))
+    assert cases == {
+        "click, email matched nobody": (1, 1),
+        "click, email matched": (0, 1),
+        "email matched": (0, None),  # found by the email itself: not a count of q
+        "no email": (None, None),
+    }
+    # Over the wire, a learner counts what the examples say.
+    learner = MatchModel()
+    for _ in range(200):
+        conv, answers, probes = _stranger_case(own=False)
+        answers = {**answers, "click:c": clicked}
+        decision = model.decide(conv, answers, probes)
+        learner.learn_example(model.self_supervised_example(conv, answers, probes, decision))
+    bound = learner.conversion.stranger_bound
+    assert bound.unmatched.mean > 0.9 and bound.platform_unmatched.mean > 0.9

@@ -118,8 +118,8 @@ class StrangerBound:
     Of the conversions that carry an email or phone, a share ``u`` matched nobody: every
     converter who is not on the platform (a share ``s``) and the platform converters the
     platform does not know by that email or phone (a share ``q`` of them), so
-    ``u = s + (1 - s) q``. ``q`` is counted on platform converters that a click id or device id
-    found; then ``s = (u - q) / (1 - q)``, and of the unmatched conversions a share
+    ``u = s + (1 - s) q``. ``q`` is counted on platform converters that a click id, device id
+    or external id found; then ``s = (u - q) / (1 - q)``, and of the unmatched conversions a share
     ``sigma = s / u`` are strangers. With ``rho`` the share of those found converters who were
     among their address candidates, the live rate of "the converter is among the candidates"
     in this context is ``(1 - sigma) rho``.
@@ -150,8 +150,9 @@ class StrangerBound:
         self.unmatched.update(unmatched)
 
     def learn_platform(self, unmatched: bool, among: bool) -> None:
-        """A platform converter a click id or device id found, whose conversion carried an
-        email or phone: did they match nobody, and (if so) was the converter a candidate?"""
+        """A platform converter a click id, device id or external id found, whose conversion
+        carried an email or phone: did they match nobody, and (if so) was the converter among
+        the address candidates?"""
         self.platform_unmatched.update(unmatched)
         if unmatched:
             self.platform_among.update(among)

@@ -74,16 +74,16 @@ def _own_conflict(answers: dict[str, dict[str, Any]], probe: dict[str, Any] | No
     return bool(asked & set((probe or {}).get("own") or ()))
 
 
-def _unmatched_own(answers: dict[str, dict[str, Any]]) -> bool:
-    """The conversion carried an email or phone, and none of them matched anybody.
+def _unmatched_own(answers: dict[str, dict[str, Any]]) -> bool | None:
+    """Whether the conversion's email and phone all matched nobody; None if it carried neither.
 
     >>> _unmatched_own({"em:h": {"kind": "em", "users": []}, "click:c": {"kind": "click"}})
     True
     >>> _unmatched_own({"em:h": {"kind": "em", "users": [["u1", 0, 5, 1]]}}), _unmatched_own({})
-    (False, False)
+    (False, None)
     """
     asked = [a for a in answers.values() if a["kind"] in OWN_KINDS]
-    return bool(asked) and not any(a["users"] for a in asked)
+    return not any(a["users"] for a in asked) if asked else None
 
 
 def _context(answers: dict[str, dict[str, Any]]) -> str:
@@ -204,7 +204,7 @@ class MatchModel:
         if "x" in snap:
             example["x"], example["ctx"] = snap["x"], snap["ctx"]
         unmatched = _unmatched_own(answers)
-        if any(a["kind"] in OWN_KINDS for a in answers.values()):
+        if unmatched is not None:
             example["ue"] = int(unmatched)
         if decision.method.startswith("deterministic"):
             example["tops"] = kind_tops(answers)

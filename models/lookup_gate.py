@@ -13,8 +13,11 @@ sightings. A lookup is released
   ``max_wait_s`` since the users agents' first message: the engagement input is idle or
   stalled (end of a replay, a users partition nobody reads). Before any message the clock does
   not run: a worker's conversions agent may start reading seconds before its users agent;
-- or, whatever else, ``ceiling_s`` after it arrived (a conversion stamped far in the future,
-  or no engagement input at all).
+- or ``ceiling_s`` after it arrived, unless a users partition reports unread engagements
+  (:meth:`LookupGate.observe`, ``behind``): a conversion stamped far ahead of engagements that
+  are read to their end, or no engagement input at all. A backlog is not cut short: a replay
+  that takes longer than the ceiling (a slow machine) had its last conversions answered from an
+  index still missing the sightings before them.
 
 During a backlog (a replay, a restart) the watermark keeps moving and lookups wait for it, so
 answers hold every sighting at or before T whatever the read speed. Before, the wait ran from
@@ -52,6 +55,7 @@ class _Partition:
         self.uncovered: list[tuple[int, int]] = []  # engagements not yet read up to ts
         self.covered: deque[tuple[float, int]] = deque()  # read up to ts: (since, id)
         self.arrivals: deque[tuple[float, int]] = deque()
+        self.behind: dict[int, bool] = {}  # users partition -> has unread engagements
 
 
 class LookupGate:
@@ -83,9 +87,18 @@ class LookupGate:
         part = self._parts.get(partition)
         return None if part is None else part.mark
 
-    def observe(self, partition: int, marks: dict[int, int], now: float) -> None:
-        """Watermarks of users partitions carried by a message read on ``partition``."""
+    def observe(
+        self,
+        partition: int,
+        marks: dict[int, int],
+        now: float,
+        behind: dict[int, bool] | None = None,
+    ) -> None:
+        """Watermarks of users partitions carried by a message read on ``partition``, and
+        whether they have engagements left to read (the latest report of each counts)."""
         part = self._part(partition)
+        if behind:
+            part.behind.update(behind)
         if part.moved_at is None:
             part.moved_at = now
         for source, mark in marks.items():
@@ -120,7 +133,12 @@ class LookupGate:
             while part.covered and part.covered[0][0] <= cutoff:
                 self._take(part.covered.popleft()[1], ready)
             stalled = part.moved_at is not None and part.moved_at <= cutoff
-            oldest = cutoff if stalled else now - self.ceiling_s
+            if stalled:
+                oldest = cutoff
+            elif any(part.behind.values()):
+                oldest = float("-inf")
+            else:
+                oldest = now - self.ceiling_s
             while part.arrivals and part.arrivals[0][0] <= oldest:
                 self._take(part.arrivals.popleft()[1], ready)
             # Entries already answered by another rule are dropped lazily; trim the queues.

@@ -98,6 +98,12 @@ class WatermarkTracker:
         # Everything read: nothing older is pending anywhere.
         return max(newest) - self.lateness_ms if newest else None
 
+    def behind(self, partition: int) -> bool:
+        """Whether some topic still has records to read on ``partition`` (or has not settled):
+        the watermark is expected to move, however long that takes."""
+        # Every topic is asked (no short cut): asking starts its settling clock.
+        return not all([self._caught_up((topic, partition)) for topic in self.topics])
+
     def newest(self, topic: str) -> int | None:
         """Newest event time read on any partition of ``topic`` (for the lag metric)."""
         values = [ts for (t, _), ts in self._max_ts.items() if t == topic]

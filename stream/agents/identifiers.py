@@ -96,7 +96,8 @@ def register(rt: Any, channel: Any) -> None:
                 if kind == "s":
                     rows.extend(msg["s"])
                     marks = {int(p): mark for p, mark in msg["wm"].items()}
-                    gate.observe(event.message.partition, marks, now)
+                    behind = {int(p): flag for p, flag in msg.get("b", {}).items()}
+                    gate.observe(event.message.partition, marks, now, behind)
                 elif kind == "l":
                     gate.park(event.message.partition, msg, now)
                 elif kind == "x":

@@ -56,6 +56,7 @@ def register(rt: Any, channel: Any) -> None:
         ENGAGEMENT_TOPICS, lateness_ms=s.allowed_lateness_ms, highwater=highwater
     )
     sent_marks: dict[int, int] = {}
+    sent_behind: dict[str, bool] = {}
     # Marks must never overtake the sightings they cover: the timer waits for a batch in flight.
     sending = asyncio.Lock()
 
@@ -178,11 +179,18 @@ def register(rt: Any, channel: Any) -> None:
             mark = tracker.watermark(p)
             if mark is not None and mark > sent_marks.get(p, -1):
                 marks[str(p)] = mark
+        # Whether each partition has engagements left to read: lookups are not cut short by
+        # their ceiling while it has (models/lookup_gate.py).
+        behind = {str(p): tracker.behind(p) for p in tracker.partitions()}
+        news = behind != sent_behind
         for q in range(s.partitions):
             batch = by_partition.get(q)
-            if batch or marks:
-                await rt.send("cs-ident", None, {"t": "s", "wm": marks, "s": batch or []}, q)
+            if batch or marks or news:
+                msg = {"t": "s", "wm": marks, "s": batch or [], "b": behind}
+                await rt.send("cs-ident", None, msg, q)
         sent_marks.update({int(p): m for p, m in marks.items()})
+        sent_behind.clear()
+        sent_behind.update(behind)
         now_ms = None
         for topic in ENGAGEMENT_TOPICS:
             newest = tracker.newest(topic)

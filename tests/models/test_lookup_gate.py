@@ -97,3 +97,26 @@ def test_the_stall_clock_waits_for_the_users_agents_first_message():
     gate.observe(0, {0: T - 3_600_000}, now=30.0)  # the users agent starts, one partition so far
     assert gate.due(now=34.0) == []
     assert gate.due(now=35.0) == [_lookup(T)]
+
+
+def test_the_ceiling_does_not_cut_a_backlog_short():
+    """A replay slower than the ceiling (a loaded machine): while a users partition reports
+    engagements left to read, lookups wait for the watermark, however long it takes."""
+    gate = _gate(max_wait_s=5.0, ceiling_s=60.0)
+    gate.park(0, _lookup(T), now=0.0)
+    for step in range(1, 120):
+        mark = T - 10 * 3_600_000 + step * 60_000
+        gate.observe(0, {0: mark, 1: mark}, now=float(step), behind={0: True, 1: False})
+        assert gate.due(now=float(step)) == []
+    gate.observe(0, {0: T, 1: T}, now=120.0, behind={0: False})
+    assert gate.due(now=120.0) == [_lookup(T)]
+
+
+def test_the_ceiling_still_bounds_a_conversion_ahead_of_engagements_read_to_their_end():
+    gate = _gate(max_wait_s=10.0, ceiling_s=60.0)
+    gate.park(0, _lookup(T + 3_600_000), now=0.0)
+    for step in range(1, 60):
+        mark = T + step * 1_000
+        gate.observe(0, {0: mark, 1: mark}, now=float(step), behind={0: False, 1: False})
+        assert gate.due(now=float(step)) == []
+    assert gate.due(now=60.0) == [_lookup(T + 3_600_000)]

@@ -36,3 +36,24 @@ def test_a_topic_read_to_its_end_holds_back_until_it_settles():
 def test_nothing_read_and_nothing_to_read_gives_no_watermark():
     wm = WatermarkTracker(("clicks",), lateness_ms=0, highwater=lambda key: 0, settle_s=0.0)
     assert wm.watermark(0) is None
+
+
+def test_behind_while_a_topic_has_records_left_or_has_not_settled():
+    now = [0.0]
+    highwater = {("clicks", 0): 10, ("views", 0): 50}
+    wm = WatermarkTracker(
+        ("clicks", "views"),
+        lateness_ms=0,
+        highwater=highwater.get,
+        settle_s=1.0,
+        clock=lambda: now[0],
+    )
+    wm.observe("clicks", 0, T, offset=9)
+    wm.observe("views", 0, T, offset=20)
+    assert wm.behind(0)  # views 21..49 unread
+    wm.observe("views", 0, T + MIN, offset=49)
+    assert wm.behind(0)  # read to the end only just
+    now[0] = 1.0
+    assert not wm.behind(0)
+    highwater[("clicks", 0)] = 11
+    assert wm.behind(0)

@@ -19,6 +19,16 @@ sightings. A lookup is released
   that takes longer than the ceiling (a slow machine) had its last conversions answered from an
   index still missing the sightings before them.
 
+Lookups of a key that decisions may link (``ordered``: email, phone, external id) also go out
+in event-time order, one decision at a time. A decision that ties the conversion's email to a
+user sends that link to the email's key (``t:"x"``), and then tells the key it is decided
+(:meth:`LookupGate.decided`); a later conversion's lookup of the same key waits for that, so it
+finds the link. Only conversions that share a key wait for each other; the oldest lookup of a
+key never waits, so this cannot deadlock. A replay read at full speed otherwise answered days
+of conversions in one burst, each blind to the links of the ones before. A decision that never
+comes (its round cut by a rebalance and run again, its worker gone) stops holding the key back
+after ``ceiling_s``, or when the same conversion looks the key up again.
+
 During a backlog (a replay, a restart) the watermark keeps moving and lookups wait for it, so
 answers hold every sighting at or before T whatever the read speed. Before, the wait ran from
 the lookup's arrival: a replay read conversions far ahead of impressions, and lookups answered
@@ -32,6 +42,16 @@ after ``max_wait_s`` missed sightings that were simply not read yet.
 >>> gate.observe(0, {1: 950}, now=6.0)  # read up to 1_050 >= T: the wait covers lateness
 >>> gate.due(now=15.0), gate.due(now=16.0)
 ([], [{'ts': 1000}])
+
+>>> gate = LookupGate(sources=1, lateness_ms=0, max_wait_s=10.0, ordered=("em:",))
+>>> first, second = {"ts": 1_000, "k": "em:e1", "ck": "o1"}, {"ts": 5_000, "k": "em:e1", "ck": "o2"}
+>>> gate.park(0, second, now=0.0); gate.park(0, first, now=0.0)
+>>> gate.observe(0, {0: 9_000}, now=1.0)
+>>> gate.due(now=1.0)  # the second waits for the first one's decision
+[{'ts': 1000, 'k': 'em:e1', 'ck': 'o1'}]
+>>> gate.decided(0, "em:e1", "o1", now=2.0)  # after its link, if it made one
+>>> gate.due(now=2.0)
+[{'ts': 5000, 'k': 'em:e1', 'ck': 'o2'}]
 """
 
 from __future__ import annotations
@@ -58,6 +78,15 @@ class _Partition:
         self.behind: dict[int, bool] = {}  # users partition -> has unread engagements
 
 
+class _Key:
+    """The lookups of one ordered key: parked ones by (ts, conversion), and those answered whose
+    conversion has not said it is decided."""
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[int, str, int]] = []  # (ts, conversion key, id)
+        self.open: dict[str, tuple[int, float]] = {}  # conversion key -> (ts, answered at)
+
+
 class LookupGate:
     """Parked lookups of the identifiers partitions one worker owns; see the module docstring.
 
@@ -65,15 +94,26 @@ class LookupGate:
     """
 
     def __init__(
-        self, sources: int, *, lateness_ms: int, max_wait_s: float, ceiling_s: float = 600.0
+        self,
+        sources: int,
+        *,
+        lateness_ms: int,
+        max_wait_s: float,
+        ceiling_s: float = 600.0,
+        ordered: tuple[str, ...] = (),
     ) -> None:
         self.sources = sources
+        self.ordered = ordered
         self.lateness_ms = lateness_ms
         self.max_wait_s = max_wait_s
         self.ceiling_s = max(ceiling_s, max_wait_s)
         self._parts: dict[int, _Partition] = {}
         self._parked: dict[int, Request] = {}
         self._ids = itertools.count()
+        self._keys: dict[str, _Key] = {}
+        self._ready: set[int] = set()  # ordered lookups the rules released, waiting their turn
+        self._dirty: set[str] = set()  # keys whose turn may have come
+        self._answered: deque[tuple[float, str, str]] = deque()  # (at, key, conversion key)
 
     def _part(self, partition: int) -> _Partition:
         part = self._parts.get(partition)
@@ -110,6 +150,12 @@ class LookupGate:
                 part.mark = mark
                 part.moved_at = now
 
+    def decided(self, partition: int, key: str, conversion: str, now: float) -> None:
+        """``conversion`` is decided, and its links to ``key`` (if any) were sent before this."""
+        entry = self._keys.get(key)
+        if entry is not None and entry.open.pop(conversion, None) is not None:
+            self._dirty.add(key)
+
     def park(self, partition: int, request: Request, now: float) -> None:
         """Hold ``request`` (a lookup with event time ``request["ts"]``) read on ``partition``."""
         part = self._part(partition)
@@ -118,38 +164,89 @@ class LookupGate:
         heapq.heappush(part.by_ts, (request["ts"], n))
         heapq.heappush(part.uncovered, (request["ts"], n))
         part.arrivals.append((now, n))
+        key = request.get("k")
+        if self.ordered and key is not None and key.startswith(self.ordered):
+            entry = self._keys.setdefault(key, _Key())
+            # A new round of the same conversion: its earlier one will not be decided.
+            entry.open.pop(request["ck"], None)
+            heapq.heappush(entry.queue, (request["ts"], request["ck"], n))
+            self._dirty.add(key)
 
     def due(self, now: float) -> list[Request]:
         """Remove and return every lookup that may be answered now (see the module docstring)."""
         ready: list[Request] = []
         cutoff = now - self.max_wait_s
         for part in self._parts.values():
+            # Released by the rules: straight out, or (an ordered key) in its turn.
+            passed: list[int] = []
             mark = part.mark
             if mark is not None:
                 while part.by_ts and part.by_ts[0][0] <= mark:
-                    self._take(heapq.heappop(part.by_ts)[1], ready)
+                    passed.append(heapq.heappop(part.by_ts)[1])
                 while part.uncovered and part.uncovered[0][0] <= mark + self.lateness_ms:
                     part.covered.append((now, heapq.heappop(part.uncovered)[1]))
             while part.covered and part.covered[0][0] <= cutoff:
-                self._take(part.covered.popleft()[1], ready)
-            stalled = part.moved_at is not None and part.moved_at <= cutoff
-            if stalled:
-                oldest = cutoff
-            elif any(part.behind.values()):
-                oldest = float("-inf")
-            else:
-                oldest = now - self.ceiling_s
-            while part.arrivals and part.arrivals[0][0] <= oldest:
-                self._take(part.arrivals.popleft()[1], ready)
+                passed.append(part.covered.popleft()[1])
+            if part.moved_at is not None and part.moved_at <= cutoff:  # stalled
+                while part.arrivals and part.arrivals[0][0] <= cutoff:
+                    passed.append(part.arrivals.popleft()[1])
+            for n in passed:
+                self._pass(n, ready)
+            if not any(part.behind.values()):
+                while part.arrivals and part.arrivals[0][0] <= now - self.ceiling_s:
+                    self._take(part.arrivals.popleft()[1], ready)
             # Entries already answered by another rule are dropped lazily; trim the queues.
             while part.arrivals and part.arrivals[0][1] not in self._parked:
                 part.arrivals.popleft()
+        # A decision that never came (see the module docstring) stops holding its key back.
+        while self._answered and self._answered[0][0] <= now - self.ceiling_s:
+            at, key, conversion = self._answered.popleft()
+            entry = self._keys.get(key)
+            if entry is not None and entry.open.get(conversion, (0, None))[1] == at:
+                del entry.open[conversion]
+                self._dirty.add(key)
+        for key in sorted(self._dirty):  # sorted: the same order in every run
+            self._turns(key, now, ready)
+        self._dirty.clear()
         return ready
+
+    def _pass(self, n: int, ready: list[Request]) -> None:
+        """A lookup the rules released: out now, or (an ordered key) when its turn comes."""
+        request = self._parked.get(n)
+        if request is None:
+            return
+        key = request.get("k")
+        if self.ordered and key is not None and key.startswith(self.ordered):
+            self._ready.add(n)
+            self._dirty.add(key)
+        else:
+            self._take(n, ready)
+
+    def _turns(self, key: str, now: float, ready: list[Request]) -> None:
+        """Release the key's lookups in (ts, conversion) order while nothing older is open."""
+        entry = self._keys[key]
+        while entry.queue:
+            ts, conversion, n = entry.queue[0]
+            if n not in self._parked:  # answered by the ceiling meanwhile
+                heapq.heappop(entry.queue)
+                continue
+            if n not in self._ready:
+                break
+            if any((t, c) < (ts, conversion) for c, (t, _) in entry.open.items()):
+                break
+            heapq.heappop(entry.queue)
+            self._ready.discard(n)
+            self._take(n, ready)
+            entry.open[conversion] = (ts, now)
+            self._answered.append((now, key, conversion))
+        if not entry.queue and not entry.open:
+            del self._keys[key]
 
     def _take(self, n: int, ready: list[Request]) -> None:
         request = self._parked.pop(n, None)
         if request is not None:
             ready.append(request)
+            self._ready.discard(n)
 
     def __len__(self) -> int:
         return len(self._parked)

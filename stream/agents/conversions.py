@@ -9,6 +9,11 @@ sent to every partition of ``cs-learn``, and each replica learns all of them in 
 order, ``learning_delay_ms`` behind its decisions. So every replica learns from all the traffic,
 however many partitions split it (one replica learning from 1/16 of it calibrates worse), and
 all replicas learn the same examples in the same order.
+
+A decision sends its identity links (an email, phone or external id tied to the matched user),
+then tells each of those keys it carried that it is decided (``t:"d"``): a later conversion's
+lookup of the same key waits for that (:mod:`models.lookup_gate`), so it finds the link even
+when a replay parks both at once.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from models.learning_queue import Entry, LearningQueue
 from models.matching.model import MatchModel
 from models.partitioning import partition_for
 from models.quality import QualityTracker
-from models.resolve import identity_links, resolve, select_probe_candidates
+from models.resolve import LINKED_KINDS, identity_links, resolve, select_probe_candidates
 from models.settings_file import AttributionConfigWatcher
 from stream import metrics, quality
 from stream.records import Invalid, parse_conversion, parse_feedback
@@ -212,6 +217,12 @@ def register(rt: Any, channel: Any) -> None:
         # not the label changed: their recency is a feature of later matches on those keys.
         for link_key, user in identity_links(conv, decision):
             await send_identity_link(link_key, user, conv["ts"])
+        identifiers = conversion_identifiers(conv["advertiser_id"], conv["user_data"])
+        for kind in LINKED_KINDS:
+            if kind in identifiers:  # after its link: the key's next lookup may go out
+                await rt.send_keyed(
+                    "cs-ident", identifiers[kind], {"t": "d", "k": identifiers[kind], "ck": key}
+                )
         stats = model.stats()
         metrics.set_model_quality(
             auc=stats.get("auc"), logloss=stats.get("log_loss"), ece=stats.get("ece")

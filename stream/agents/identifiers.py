@@ -3,7 +3,8 @@
 A lookup for a conversion at event time T waits until every users partition has reported, on
 the lookup's own cs-ident partition, a watermark at or past T (so every sighting up to T is in
 the index), or until the bounded wait of :mod:`models.lookup_gate` expires; then it is answered
-from the index as of T.
+from the index as of T. Lookups of an email, phone or external id also wait for the decisions
+of earlier conversions that carried it, for the links those make (stream/agents/conversions.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import orjson
 
 from models.index import add_sighting, expire, lookup
 from models.lookup_gate import LookupGate
+from models.resolve import LINKED_KINDS
 
 
 def register(rt: Any, channel: Any) -> None:
@@ -29,6 +31,7 @@ def register(rt: Any, channel: Any) -> None:
         lateness_ms=s.allowed_lateness_ms,
         max_wait_s=s.max_wait_s,
         ceiling_s=s.lookup_wait_ceiling_s,
+        ordered=tuple(f"{kind}:" for kind in LINKED_KINDS),
     )
 
     async def answer(request: dict[str, Any]) -> None:
@@ -100,6 +103,8 @@ def register(rt: Any, channel: Any) -> None:
                     gate.observe(event.message.partition, marks, now, behind)
                 elif kind == "l":
                     gate.park(event.message.partition, msg, now)
+                elif kind == "d":
+                    gate.decided(event.message.partition, msg["k"], msg["ck"], now)
                 elif kind == "x":
                     rows.append([msg["k"], msg["u"], msg["ts"], msg["ts"], 1])
                 elif kind == "f":

@@ -120,3 +120,92 @@ def test_the_ceiling_still_bounds_a_conversion_ahead_of_engagements_read_to_thei
         gate.observe(0, {0: mark, 1: mark}, now=float(step), behind={0: False, 1: False})
         assert gate.due(now=float(step)) == []
     assert gate.due(now=60.0) == [_lookup(T + 3_600_000)]
+
+
+HOUR = 60 * MIN
+
+
+def _ordered(ceiling_s: float = 60.0) -> LookupGate:
+    gate = LookupGate(
+        1, lateness_ms=0, max_wait_s=10.0, ceiling_s=ceiling_s, ordered=("em:", "ext:")
+    )
+    gate.observe(0, {0: T + 100 * HOUR}, now=0.0)  # engagements read far past every lookup
+    return gate
+
+
+def _of(ts: int, conversion: str, key: str = "em:e1") -> dict:
+    return {"ts": ts, "k": key, "ck": conversion, "r": 0}
+
+
+def test_lookups_of_a_linkable_key_wait_for_the_decisions_before_them():
+    """A replay parks hours of conversions at once: a later order must not be answered before
+    an earlier one with the same email has been decided and sent the link it may make."""
+    gate = _ordered()
+    first, second, third = _of(T, "o1"), _of(T + HOUR, "o2"), _of(T + 4 * HOUR, "o3")
+    ip = _of(T + 4 * HOUR, "o3", key="ip:10.0.0.1")
+    for lookup in (third, ip, second, first):
+        gate.park(0, lookup, now=0.0)
+    assert gate.due(now=0.1) == [ip, first]  # addresses are never linked: no order
+    gate.decided(0, "em:e1", "o1", now=0.2)
+    assert gate.due(now=0.3) == [second]
+    gate.decided(0, "em:e2", "o2", now=0.4)  # another key's decision changes nothing
+    assert gate.due(now=0.5) == []
+    gate.decided(0, "em:e1", "o2", now=0.6)
+    assert gate.due(now=0.7) == [third]
+    assert len(gate) == 0
+
+
+def test_only_conversions_sharing_a_key_wait_for_each_other():
+    gate = _ordered()
+    gate.park(0, _of(T + HOUR, "o1"), now=0.0)
+    gate.park(0, _of(T + 2 * HOUR, "o2", key="ext:a:c9"), now=0.0)
+    released = sorted(gate.due(now=0.1), key=lambda lookup: lookup["ck"])
+    assert released == [_of(T + HOUR, "o1"), _of(T + 2 * HOUR, "o2", key="ext:a:c9")]
+
+
+def test_order_still_waits_for_the_watermark():
+    gate = LookupGate(1, lateness_ms=0, max_wait_s=10.0, ordered=("em:",))
+    gate.observe(0, {0: T}, now=0.0)
+    gate.park(0, _of(T + HOUR, "o2"), now=0.0)
+    assert gate.due(now=0.1) == []
+    gate.park(0, _of(T, "o1"), now=0.2)  # read late, but older: it goes first
+    assert gate.due(now=0.3) == [_of(T, "o1")]
+    gate.decided(0, "em:e1", "o1", now=0.4)
+    assert gate.due(now=0.5) == []  # its own watermark is not there yet
+    gate.observe(0, {0: T + HOUR}, now=0.6)
+    assert gate.due(now=0.7) == [_of(T + HOUR, "o2")]
+
+
+def test_a_new_round_of_the_same_conversion_does_not_wait_for_its_old_one():
+    """A CAPI copy with more identifiers runs the conversion's round again: the first round's
+    answer is ignored and will never be decided."""
+    gate = _ordered()
+    gate.park(0, _of(T, "o1"), now=0.0)
+    gate.park(0, _of(T + HOUR, "o2"), now=0.0)
+    assert gate.due(now=0.1) == [_of(T, "o1")]
+    gate.park(0, _of(T, "o1"), now=0.2)
+    assert gate.due(now=0.3) == [_of(T, "o1")]
+    gate.decided(0, "em:e1", "o1", now=0.4)
+    assert gate.due(now=0.5) == [_of(T + HOUR, "o2")]
+
+
+def test_a_decision_that_never_comes_stops_holding_the_key_after_the_ceiling():
+    """A round cut by a rebalance, or a conversion whose worker died: the key goes on."""
+    gate = _ordered(ceiling_s=30.0)
+    gate.park(0, _of(T, "o1"), now=0.0)
+    assert gate.due(now=0.1) == [_of(T, "o1")]
+    gate.park(0, _of(T + HOUR, "o2"), now=20.0)
+    assert gate.due(now=30.0) == []
+    assert gate.due(now=30.1) == [_of(T + HOUR, "o2")]
+
+
+def test_the_stalled_rule_keeps_the_order():
+    """End of a replay: the watermark stops short of the last conversions; they still go out
+    one decision after the other."""
+    gate = LookupGate(1, lateness_ms=0, max_wait_s=10.0, ceiling_s=600.0, ordered=("em:",))
+    gate.observe(0, {0: T}, now=0.0)
+    gate.park(0, _of(T + HOUR, "o1"), now=0.0)
+    gate.park(0, _of(T + 3 * HOUR, "o2"), now=0.0)
+    assert gate.due(now=10.0) == [_of(T + HOUR, "o1")]
+    gate.decided(0, "em:e1", "o1", now=11.0)
+    assert gate.due(now=11.0) == [_of(T + 3 * HOUR, "o2")]

@@ -114,6 +114,8 @@ class LookupGate:
         self._ready: set[int] = set()  # ordered lookups the rules released, waiting their turn
         self._dirty: set[str] = set()  # keys whose turn may have come
         self._answered: deque[tuple[float, str, str]] = deque()  # (at, key, conversion key)
+        #: Answered lookups whose decision never came within the ceiling (so far).
+        self.turns_expired = 0
 
     def _part(self, partition: int) -> _Partition:
         part = self._parts.get(partition)
@@ -205,6 +207,7 @@ class LookupGate:
             if entry is not None and entry.open.get(conversion, (0, None))[1] == at:
                 del entry.open[conversion]
                 self._dirty.add(key)
+                self.turns_expired += 1
         for key in sorted(self._dirty):  # sorted: the same order in every run
             self._turns(key, now, ready)
         self._dirty.clear()
@@ -250,3 +253,7 @@ class LookupGate:
 
     def __len__(self) -> int:
         return len(self._parked)
+
+    def waiting(self) -> tuple[int, int]:
+        """Parked lookups waiting for the watermark (or a bounded wait), and for their turn."""
+        return len(self._parked) - len(self._ready), len(self._ready)

@@ -145,6 +145,21 @@ REDRIVES = Counter(
     "Conversion rounds started again because a rebalance or restart may have lost their lookups.",
     registry=REGISTRY,
 )
+LOOKUPS_PARKED = Gauge(
+    "convstream_lookups_parked",
+    "Lookups parked in the identifiers agent, by what they wait for: the engagement watermark, "
+    "or their turn (an earlier conversion with the same email, phone or external id to be "
+    "decided).",
+    ["waiting"],
+    registry=REGISTRY,
+)
+TURNS_EXPIRED = Counter(
+    "convstream_key_turns_expired_total",
+    "Email, phone or external-id keys whose next lookups went out without the decision before "
+    "them, which did not come within the lookup ceiling (a round cut by a rebalance, a worker "
+    "gone).",
+    registry=REGISTRY,
+)
 BROKER_UP = Gauge(
     "convstream_broker_up",
     "1 when this worker's last interaction with the broker succeeded.",
@@ -381,6 +396,16 @@ def count_rebalance() -> None:
 
 def count_redrive() -> None:
     REDRIVES.inc()
+
+
+def set_lookups_parked(watermark: int, turn: int) -> None:
+    LOOKUPS_PARKED.labels("watermark").set(watermark)
+    LOOKUPS_PARKED.labels("turn").set(turn)
+
+
+def count_turns_expired(n: int = 1) -> None:
+    if n > 0:
+        TURNS_EXPIRED.inc(n)
 
 
 def set_watermark_lag(topic: str, seconds: float) -> None:

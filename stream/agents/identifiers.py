@@ -17,6 +17,7 @@ import orjson
 from models.index import add_sighting, expire, lookup
 from models.lookup_gate import LookupGate
 from models.resolve import LINKED_KINDS
+from stream import metrics
 
 
 def register(rt: Any, channel: Any) -> None:
@@ -51,8 +52,11 @@ def register(rt: Any, channel: Any) -> None:
     async def release() -> None:
         # Collect before the first await: the timer and the agent both release, and a lookup
         # parked while the other one is sending must not be lost.
+        before = gate.turns_expired
         for request in gate.due(time.monotonic()):
             await answer(request)
+        metrics.count_turns_expired(gate.turns_expired - before)
+        metrics.set_lookups_parked(*gate.waiting())
 
     def apply_sightings(rows: list[list[Any]], clock: int | None) -> None:
         touched: dict[str, Any] = {}

@@ -62,6 +62,8 @@ def populate() -> None:
         metrics.set_table_entries(table, 1000)
     metrics.count_rebalance()
     metrics.count_redrive()
+    metrics.set_lookups_parked(watermark=120, turn=3)
+    metrics.count_turns_expired(1)
     metrics.set_broker_up(True)
     for loop, lag in (("main", 0.002), ("consumer", 0.004)):
         metrics.observe_loop_lag(lag, loop=loop)

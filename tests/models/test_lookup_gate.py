@@ -146,6 +146,7 @@ def test_lookups_of_a_linkable_key_wait_for_the_decisions_before_them():
     for lookup in (third, ip, second, first):
         gate.park(0, lookup, now=0.0)
     assert gate.due(now=0.1) == [ip, first]  # addresses are never linked: no order
+    assert gate.waiting() == (0, 2)  # past the watermark, waiting for their turn
     gate.decided(0, "em:e1", "o1", now=0.2)
     assert gate.due(now=0.3) == [second]
     gate.decided(0, "em:e2", "o2", now=0.4)  # another key's decision changes nothing
@@ -168,6 +169,7 @@ def test_order_still_waits_for_the_watermark():
     gate.observe(0, {0: T}, now=0.0)
     gate.park(0, _of(T + HOUR, "o2"), now=0.0)
     assert gate.due(now=0.1) == []
+    assert gate.waiting() == (1, 0)
     gate.park(0, _of(T, "o1"), now=0.2)  # read late, but older: it goes first
     assert gate.due(now=0.3) == [_of(T, "o1")]
     gate.decided(0, "em:e1", "o1", now=0.4)
@@ -196,7 +198,9 @@ def test_a_decision_that_never_comes_stops_holding_the_key_after_the_ceiling():
     assert gate.due(now=0.1) == [_of(T, "o1")]
     gate.park(0, _of(T + HOUR, "o2"), now=20.0)
     assert gate.due(now=30.0) == []
+    assert gate.turns_expired == 0
     assert gate.due(now=30.1) == [_of(T + HOUR, "o2")]
+    assert gate.turns_expired == 1  # counted: convstream_key_turns_expired_total
 
 
 def test_the_stalled_rule_keeps_the_order():

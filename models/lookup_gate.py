@@ -27,7 +27,10 @@ finds the link. Only conversions that share a key wait for each other; the oldes
 key never waits, so this cannot deadlock. A replay read at full speed otherwise answered days
 of conversions in one burst, each blind to the links of the ones before. A decision that never
 comes (its round cut by a rebalance and run again, its worker gone) stops holding the key back
-after ``ceiling_s``, or when the same conversion looks the key up again.
+after ``ceiling_s``, or when the same conversion looks the key up again. A hot key (``hot_key``
+lookups waiting their turn at once: a placeholder email many orders share) lets its oldest go
+without waiting, so live it adds at most that many decisions of latency; a link to a key that
+many conversions share is contested anyway.
 
 During a backlog (a replay, a restart) the watermark keeps moving and lookups wait for it, so
 answers hold every sighting at or before T whatever the read speed. Before, the wait ran from
@@ -85,6 +88,7 @@ class _Key:
     def __init__(self) -> None:
         self.queue: list[tuple[int, str, int]] = []  # (ts, conversion key, id)
         self.open: dict[str, tuple[int, float]] = {}  # conversion key -> (ts, answered at)
+        self.ready = 0  # queued lookups the rules released: waiting their turn
 
 
 class LookupGate:
@@ -101,9 +105,11 @@ class LookupGate:
         max_wait_s: float,
         ceiling_s: float = 600.0,
         ordered: tuple[str, ...] = (),
+        hot_key: int = 8,
     ) -> None:
         self.sources = sources
         self.ordered = ordered
+        self.hot_key = hot_key
         self.lateness_ms = lateness_ms
         self.max_wait_s = max_wait_s
         self.ceiling_s = max(ceiling_s, max_wait_s)
@@ -220,7 +226,9 @@ class LookupGate:
             return
         key = request.get("k")
         if self.ordered and key is not None and key.startswith(self.ordered):
-            self._ready.add(n)
+            if n not in self._ready:
+                self._ready.add(n)
+                self._keys[key].ready += 1
             self._dirty.add(key)
         else:
             self._take(n, ready)
@@ -235,10 +243,11 @@ class LookupGate:
                 continue
             if n not in self._ready:
                 break
-            if any((t, c) < (ts, conversion) for c, (t, _) in entry.open.items()):
+            if entry.ready < self.hot_key and any(
+                (t, c) < (ts, conversion) for c, (t, _) in entry.open.items()
+            ):
                 break
             heapq.heappop(entry.queue)
-            self._ready.discard(n)
             self._take(n, ready)
             entry.open[conversion] = (ts, now)
             self._answered.append((now, key, conversion))
@@ -249,7 +258,9 @@ class LookupGate:
         request = self._parked.pop(n, None)
         if request is not None:
             ready.append(request)
-            self._ready.discard(n)
+            if n in self._ready:
+                self._ready.discard(n)
+                self._keys[request["k"]].ready -= 1
 
     def __len__(self) -> int:
         return len(self._parked)

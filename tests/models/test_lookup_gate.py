@@ -213,3 +213,18 @@ def test_the_stalled_rule_keeps_the_order():
     assert gate.due(now=10.0) == [_of(T + HOUR, "o1")]
     gate.decided(0, "em:e1", "o1", now=11.0)
     assert gate.due(now=11.0) == [_of(T + 3 * HOUR, "o2")]
+
+
+def test_a_hot_key_does_not_queue_without_bound():
+    """A placeholder email that many orders share, live: each waiting for the decision before
+    it would queue them up without bound. Beyond ``hot_key`` waiting, the oldest go out."""
+    gate = LookupGate(1, lateness_ms=0, max_wait_s=10.0, ordered=("em:",), hot_key=3)
+    gate.observe(0, {0: T + 100 * HOUR}, now=0.0)
+    orders = [_of(T + i * MIN, f"o{i}", key="em:placeholder") for i in range(5)]
+    for order in orders:
+        gate.park(0, order, now=0.0)
+    # o0 has nothing before it; o1 and o2 go because 4 and then 3 wait; two wait for o2.
+    assert gate.due(now=0.1) == orders[:3]
+    assert gate.waiting() == (0, 2)
+    gate.decided(0, "em:placeholder", "o2", now=0.2)  # o0 and o1 still open: order holds
+    assert gate.due(now=0.3) == []

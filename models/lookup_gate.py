@@ -13,11 +13,17 @@ sightings. A lookup is released
   ``max_wait_s`` since the users agents' first message: the engagement input is idle or
   stalled (end of a replay, a users partition nobody reads). Before any message the clock does
   not run: a worker's conversions agent may start reading seconds before its users agent;
-- or ``ceiling_s`` after it arrived, unless a users partition reports unread engagements
-  (:meth:`LookupGate.observe`, ``behind``): a conversion stamped far ahead of engagements that
-  are read to their end, or no engagement input at all. A backlog is not cut short: a replay
-  that takes longer than the ceiling (a slow machine) had its last conversions answered from an
-  index still missing the sightings before them.
+- or ``ceiling_s`` after it arrived: a conversion stamped far ahead of engagements that are
+  read to their end, or no engagement input at all.
+
+While a users partition reports engagements left to read (:meth:`LookupGate.observe`,
+``behind``), the input is a backlog, not idle: the last two rules are replaced by one, the
+watermark not having moved for ``ceiling_s`` (a backlog that stopped progressing). Measured
+before: at a replay's start one users partition can take seconds to report its first
+watermark while the others work through their backlog; the partition's watermark stayed
+unknown, the stall rule answered lookups from a nearly empty index after ``max_wait_s`` (66
+deterministic matches lost on one replay); and a replay slower than the ceiling (a loaded
+machine) had its last conversions answered before the sightings before them were read.
 
 Lookups of a key that decisions may link (``ordered``: email, phone, external id) also go out
 in event-time order, one decision at a time. A decision that ties the conversion's email to a
@@ -195,12 +201,14 @@ class LookupGate:
                     part.covered.append((now, heapq.heappop(part.uncovered)[1]))
             while part.covered and part.covered[0][0] <= cutoff:
                 passed.append(part.covered.popleft()[1])
-            if part.moved_at is not None and part.moved_at <= cutoff:  # stalled
-                while part.arrivals and part.arrivals[0][0] <= cutoff:
+            backlog = any(part.behind.values())
+            stall = now - (self.ceiling_s if backlog else self.max_wait_s)
+            if part.moved_at is not None and part.moved_at <= stall:  # stalled
+                while part.arrivals and part.arrivals[0][0] <= stall:
                     passed.append(part.arrivals.popleft()[1])
             for n in passed:
                 self._pass(n, ready)
-            if not any(part.behind.values()):
+            if not backlog:
                 while part.arrivals and part.arrivals[0][0] <= now - self.ceiling_s:
                     self._take(part.arrivals.popleft()[1], ready)
             # Entries already answered by another rule are dropped lazily; trim the queues.

@@ -112,6 +112,26 @@ def test_the_ceiling_does_not_cut_a_backlog_short():
     assert gate.due(now=120.0) == [_lookup(T)]
 
 
+def test_a_backlog_is_not_a_stall_while_a_users_partition_has_not_reported_yet():
+    """A replay's start: users partition 1 reports its backlog, partition 0 has not reported a
+    watermark yet. The watermark is unknown, but the input is not idle: no answer from a nearly
+    empty index after max_wait_s, only after the ceiling without progress."""
+    gate = _gate(max_wait_s=5.0, ceiling_s=60.0)
+    gate.park(0, _lookup(T), now=0.0)
+    gate.observe(0, {1: T - 3_600_000}, now=0.0, behind={1: True})
+    assert gate.due(now=30.0) == []
+    assert gate.due(now=60.0) == [_lookup(T)]
+
+
+def test_once_nothing_is_behind_the_stall_rule_is_back_to_max_wait():
+    gate = _gate(max_wait_s=5.0, ceiling_s=60.0)
+    gate.park(0, _lookup(T), now=0.0)
+    gate.observe(0, {1: T - 3_600_000}, now=0.0, behind={1: True})
+    gate.observe(0, {}, now=2.0, behind={1: False})  # partition 0 is nobody's, say
+    assert gate.due(now=4.9) == []
+    assert gate.due(now=5.0) == [_lookup(T)]
+
+
 def test_the_ceiling_still_bounds_a_conversion_ahead_of_engagements_read_to_their_end():
     gate = _gate(max_wait_s=10.0, ceiling_s=60.0)
     gate.park(0, _lookup(T + 3_600_000), now=0.0)

@@ -62,6 +62,7 @@ class WatermarkTracker:
         self._max_ts: dict[tuple[str, int], int] = {}
         self._next_offset: dict[tuple[str, int], int] = {}
         self._caught_up_since: dict[tuple[str, int], float] = {}
+        self._behind_since: dict[tuple[str, int], float] = {}
 
     def observe(self, topic: str, partition: int, ts: int, *, offset: int) -> None:
         key = (topic, partition)
@@ -73,10 +74,12 @@ class WatermarkTracker:
     def _caught_up(self, key: tuple[str, int]) -> bool:
         """Read to the end of the last fetch, and so since ``settle_s`` (wall time)."""
         highwater = self.highwater(key)
+        now = self.clock()
         if highwater is None or self._next_offset.get(key, 0) < highwater:
             self._caught_up_since.pop(key, None)
+            self._behind_since.setdefault(key, now)
             return False
-        now = self.clock()
+        self._behind_since.pop(key, None)
         since = self._caught_up_since.setdefault(key, now)
         return now - since >= self.settle_s
 
@@ -99,10 +102,19 @@ class WatermarkTracker:
         return max(newest) - self.lateness_ms if newest else None
 
     def behind(self, partition: int) -> bool:
-        """Whether some topic still has records to read on ``partition`` (or has not settled):
-        the watermark is expected to move, however long that takes."""
-        # Every topic is asked (no short cut): asking starts its settling clock.
-        return not all([self._caught_up((topic, partition)) for topic in self.topics])
+        """Whether some topic has had records left to read on ``partition`` for ``settle_s`` or
+        more, or has not been fetched yet: a backlog, which the watermark works through however
+        long that takes. Not a topic of live traffic between two fetches, read to its end a
+        moment later."""
+        now = self.clock()
+        keys = [(topic, partition) for topic in self.topics]
+        if not any(key in self._max_ts for key in keys):
+            return False  # nothing read there: not this worker's partition (yet)
+        for key in keys:
+            self._caught_up(key)  # brings its clocks up to date
+            if self.highwater(key) is None:  # not fetched yet: a worker just (re)started
+                return True
+        return any(now - self._behind_since.get(key, now) >= self.settle_s for key in keys)
 
     def newest(self, topic: str) -> int | None:
         """Newest event time read on any partition of ``topic`` (for the lag metric)."""

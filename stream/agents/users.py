@@ -179,9 +179,12 @@ def register(rt: Any, channel: Any) -> None:
             mark = tracker.watermark(p)
             if mark is not None and mark > sent_marks.get(p, -1):
                 marks[str(p)] = mark
-        # Whether each partition has engagements left to read: lookups are not cut short by
-        # their ceiling while it has (models/lookup_gate.py).
-        behind = {str(p): tracker.behind(p) for p in tracker.partitions()}
+        # Whether each partition this worker owns has a backlog: lookups are neither cut short
+        # by their ceiling nor released as stalled while it has (models/lookup_gate.py). Not
+        # for a partition that moved to another worker: never fetched here again, it would
+        # look behind for good, and its new owner reports it.
+        owned = tracker.partitions() & rt.active_partitions(ENGAGEMENT_TOPICS[0])
+        behind = {str(p): tracker.behind(p) for p in sorted(owned)}
         news = behind != sent_behind
         for q in range(s.partitions):
             batch = by_partition.get(q)

@@ -71,6 +71,13 @@ class WatermarkTracker:
         if offset + 1 > self._next_offset.get(key, 0):
             self._next_offset[key] = offset + 1
 
+    def skip(self, topic: str, partition: int, *, offset: int) -> None:
+        """A record read without an event time (dead-lettered): the partition is read past it.
+        Without this, a bad record as a partition's last one kept it unread for good."""
+        key = (topic, partition)
+        if offset + 1 > self._next_offset.get(key, 0):
+            self._next_offset[key] = offset + 1
+
     def _caught_up(self, key: tuple[str, int]) -> bool:
         """Read to the end of the last fetch, and so since ``settle_s`` (wall time)."""
         highwater = self.highwater(key)

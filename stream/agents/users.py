@@ -80,6 +80,7 @@ def register(rt: Any, channel: Any) -> None:
                 rec = PARSERS[topic](event.message.value)
             except Invalid as exc:
                 await rt.dead_letter(event, exc.reason, str(exc))
+                tracker.skip(topic, event.message.partition, offset=event.message.offset)
                 continue
             tracker.observe(topic, event.message.partition, rec.ts, offset=event.message.offset)
             if _deleted(users.get(rec.user_id)):

@@ -70,3 +70,22 @@ def test_behind_once_a_topic_has_had_records_left_for_settle_s():
     assert wm.behind(1) is False  # nothing known about partition 1: nobody reads it here
     wm.observe("views", 2, T, offset=0)  # partition 2 assigned just now, clicks not fetched
     assert wm.behind(2)
+
+
+def test_a_dead_lettered_last_record_does_not_keep_its_partition_unread():
+    """The users agent skips a bad record without an event time; its offset still counts, or
+    the partition would look behind for good (and lookups would wait for the ceiling)."""
+    now = [0.0]
+    wm = WatermarkTracker(
+        ("clicks", "identity"),
+        lateness_ms=0,
+        highwater={("clicks", 0): 5, ("identity", 0): 1}.get,
+        settle_s=1.0,
+        clock=lambda: now[0],
+    )
+    wm.observe("clicks", 0, T, offset=4)
+    wm.skip("identity", 0, offset=0)
+    assert wm.watermark(0) is None  # read to the end only just
+    now[0] = 1.0
+    assert wm.watermark(0) == T
+    assert not wm.behind(0)

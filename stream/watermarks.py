@@ -68,12 +68,11 @@ class WatermarkTracker:
         key = (topic, partition)
         if ts > self._max_ts.get(key, -1):
             self._max_ts[key] = ts
-        if offset + 1 > self._next_offset.get(key, 0):
-            self._next_offset[key] = offset + 1
+        self.skip(topic, partition, offset=offset)
 
     def skip(self, topic: str, partition: int, *, offset: int) -> None:
-        """A record read without an event time (dead-lettered): the partition is read past it.
-        Without this, a bad record as a partition's last one kept it unread for good."""
+        """The record at ``offset`` is read. Alone, for one without an event time (dead-lettered):
+        without it, a bad record as a partition's last one kept the partition unread for good."""
         key = (topic, partition)
         if offset + 1 > self._next_offset.get(key, 0):
             self._next_offset[key] = offset + 1

@@ -179,7 +179,7 @@ class LookupGate:
         heapq.heappush(part.uncovered, (request["ts"], n))
         part.arrivals.append((now, n))
         key = request.get("k")
-        if self.ordered and key is not None and key.startswith(self.ordered):
+        if self._is_ordered(key):
             entry = self._keys.setdefault(key, _Key())
             # A new round of the same conversion: its earlier one will not be decided.
             entry.open.pop(request["ck"], None)
@@ -227,13 +227,17 @@ class LookupGate:
         self._dirty.clear()
         return ready
 
+    def _is_ordered(self, key: str | None) -> bool:
+        """A key whose lookups go out in decision order (an email, phone or external id)."""
+        return bool(self.ordered) and key is not None and key.startswith(self.ordered)
+
     def _pass(self, n: int, ready: list[Request]) -> None:
         """A lookup the rules released: out now, or (an ordered key) when its turn comes."""
         request = self._parked.get(n)
         if request is None:
             return
         key = request.get("k")
-        if self.ordered and key is not None and key.startswith(self.ordered):
+        if self._is_ordered(key):
             if n not in self._ready:
                 self._ready.add(n)
                 self._keys[key].ready += 1

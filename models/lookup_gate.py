@@ -30,7 +30,8 @@ in event-time order, one decision at a time. A decision that ties the conversion
 user sends that link to the email's key (``t:"x"``), and then tells the key it is decided
 (:meth:`LookupGate.decided`); a later conversion's lookup of the same key waits for that, so it
 finds the link. Only conversions that share a key wait for each other; the oldest lookup of a
-key never waits, so this cannot deadlock. A replay read at full speed otherwise answered days
+key never waits, so this cannot deadlock. A lookup the ceiling answers before its turn still
+holds the later ones for its decision. A replay read at full speed otherwise answered days
 of conversions in one burst, each blind to the links of the ones before. A decision that never
 comes (its round cut by a rebalance and run again, its worker gone) stops holding the key back
 after ``ceiling_s``, or when the same conversion looks the key up again. A hot key (``hot_key``
@@ -207,10 +208,10 @@ class LookupGate:
                 while part.arrivals and part.arrivals[0][0] <= stall:
                     passed.append(part.arrivals.popleft()[1])
             for n in passed:
-                self._pass(n, ready)
+                self._pass(n, ready, now)
             if not backlog:
                 while part.arrivals and part.arrivals[0][0] <= now - self.ceiling_s:
-                    self._take(part.arrivals.popleft()[1], ready)
+                    self._take(part.arrivals.popleft()[1], ready, now)
             # Entries already answered by another rule are dropped lazily; trim the queues.
             while part.arrivals and part.arrivals[0][1] not in self._parked:
                 part.arrivals.popleft()
@@ -231,7 +232,7 @@ class LookupGate:
         """A key whose lookups go out in decision order (an email, phone or external id)."""
         return bool(self.ordered) and key is not None and key.startswith(self.ordered)
 
-    def _pass(self, n: int, ready: list[Request]) -> None:
+    def _pass(self, n: int, ready: list[Request], now: float) -> None:
         """A lookup the rules released: out now, or (an ordered key) when its turn comes."""
         request = self._parked.get(n)
         if request is None:
@@ -243,7 +244,7 @@ class LookupGate:
                 self._keys[key].ready += 1
             self._dirty.add(key)
         else:
-            self._take(n, ready)
+            self._take(n, ready, now)
 
     def _turns(self, key: str, now: float, ready: list[Request]) -> None:
         """Release the key's lookups in (ts, conversion) order while nothing older is open."""
@@ -260,19 +261,25 @@ class LookupGate:
             ):
                 break
             heapq.heappop(entry.queue)
-            self._take(n, ready)
-            entry.open[conversion] = (ts, now)
-            self._answered.append((now, key, conversion))
+            self._take(n, ready, now)
         if not entry.queue and not entry.open:
             del self._keys[key]
 
-    def _take(self, n: int, ready: list[Request]) -> None:
+    def _take(self, n: int, ready: list[Request], now: float) -> None:
+        """Answer lookup ``n``. An ordered one opens its conversion's turn on the key, whichever
+        rule answered it (the ceiling too): later lookups of the key wait for its decision."""
         request = self._parked.pop(n, None)
-        if request is not None:
-            ready.append(request)
-            if n in self._ready:
-                self._ready.discard(n)
-                self._keys[request["k"]].ready -= 1
+        if request is None:
+            return
+        ready.append(request)
+        key = request.get("k")
+        if not self._is_ordered(key):
+            return
+        if n in self._ready:
+            self._ready.discard(n)
+            self._keys[key].ready -= 1
+        self._keys[key].open[request["ck"]] = (request["ts"], now)
+        self._answered.append((now, key, request["ck"]))
 
     def __len__(self) -> int:
         return len(self._parked)

@@ -248,3 +248,24 @@ def test_a_hot_key_does_not_queue_without_bound():
     assert gate.waiting() == (0, 2)
     gate.decided(0, "em:placeholder", "o2", now=0.2)  # o0 and o1 still open: order holds
     assert gate.due(now=0.3) == []
+
+
+def test_a_lookup_the_ceiling_answers_still_holds_the_key_for_its_decision():
+    """No engagement input for a minute (a users topic nobody reads): the ceiling answers the
+    first order before any watermark. Its decision may still link the email, so a later order
+    of the same email read once the watermark is back waits for it, as if answered in turn."""
+    gate = LookupGate(1, lateness_ms=0, max_wait_s=10.0, ceiling_s=60.0, ordered=("em:",))
+    gate.park(0, _of(T, "o1"), now=0.0)
+    assert gate.due(now=59.9) == []
+    assert gate.due(now=60.0) == [_of(T, "o1")]
+    gate.park(0, _of(T + HOUR, "o2"), now=61.0)
+    gate.observe(0, {0: T + 2 * HOUR}, now=62.0)
+    assert gate.due(now=62.0) == []
+    assert gate.waiting() == (0, 1)
+    gate.decided(0, "em:e1", "o1", now=63.0)
+    assert gate.due(now=63.0) == [_of(T + HOUR, "o2")]
+    # A decision that never comes holds the key no longer than the ceiling, as in turn.
+    gate.park(0, _of(T + 90 * MIN, "o3"), now=64.0)
+    assert gate.due(now=64.0) == []
+    assert gate.due(now=123.0) == [_of(T + 90 * MIN, "o3")]
+    assert gate.turns_expired == 1

@@ -23,7 +23,15 @@ an oracle that is given the answer key:
 
 If the supervised oracle barely beats MatchModel's swept threshold, a better learner on these
 features would not help much: the bound is the information, the candidates that are never there
-(2.) and the ones the features cannot tell apart. Everything runs in one process; nothing is
+(2.) and the ones the features cannot tell apart.
+
+``--history`` tests whether more information about the same candidates would help: the oracle
+also gets each candidate's whole platform history before the conversion, read from the replay
+(:class:`History`: how active they were over 30 days, which share of it was on the conversion's
+address, with its user agent, or both; whether they ever used that user agent; how long ago
+they were last seen anywhere and whether that was on this address; how long ago they were last
+seen elsewhere; distinct addresses over 7 days; this advertiser's ads in the last day). The
+worker keeps none of that per candidate. Everything runs in one process; nothing is
 written. Profiles default to heavy-sharing, hard and default; ``--profile`` and ``--seed`` take
 several values (repeated or comma-separated). About 15 s per profile and seed on one core.
 
@@ -36,8 +44,11 @@ several values (repeated or comma-separated). About 15 s per profile and seed on
 from __future__ import annotations
 
 import argparse
+import bisect
 import functools
+import math
 import time
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -46,9 +57,9 @@ import numpy as np
 
 from models.engine import run_offline
 from models.evaluation import EvalReport, evaluate
-from models.matching.features import LONG_AGO, PAIR_FEATURES
+from models.matching.features import LONG_AGO, PAIR_FEATURES, log_age
 from models.matching.model import MatchDecision, MatchModel
-from stream.generate import config_from_args, generate
+from stream.generate import DAY_MS, ReplayLine, config_from_args, generate
 
 ConversionKey = str
 UserId = str
@@ -117,6 +128,7 @@ class Run:
     last: dict[ConversionKey, Decision]
     report: EvalReport
     seconds: float
+    history: History | None = None
 
     @functools.cached_property
     def prob_keys(self) -> list[ConversionKey]:
@@ -128,10 +140,12 @@ class Run:
         return {k: d.user_id for k, d in self.last.items()}
 
 
-def record(profile: str, seed: int, *, top_k: int = 8, max_candidates: int = 12) -> Run:
+def record(
+    profile: str, seed: int, *, top_k: int = 8, max_candidates: int = 12, history: bool = False
+) -> Run:
     """Generate a replay of ``profile``/``seed`` and run a recording MatchModel over it, with
     ``top_k`` users per lookup answer and ``max_candidates`` probed and scored (the worker's
-    defaults)."""
+    defaults); ``history`` keeps the users' sightings for the oracle."""
     started = time.monotonic()
     lines, truth = generate(config_from_args(profile, seed=seed))
     last: dict[ConversionKey, Decision] = {}
@@ -139,7 +153,96 @@ def record(profile: str, seed: int, *, top_k: int = 8, max_candidates: int = 12)
     labels = run_offline(lines, matcher, top_k=top_k, max_candidates=max_candidates)
     report = evaluate(labels, truth)
     truth_by_key = {row["conversion_key"]: row for row in truth}
-    return Run(profile, seed, truth_by_key, last, report, time.monotonic() - started)
+    return Run(
+        profile,
+        seed,
+        truth_by_key,
+        last,
+        report,
+        time.monotonic() - started,
+        History(lines) if history else None,
+    )
+
+
+class History:
+    """Every platform user's sightings in a replay, and each conversion's address, user agent,
+    advertiser and time, for the oracle's ``--history`` columns (all from before the conversion).
+
+    >>> lines = [
+    ...     {"topic": "impressions", "value": {"user_id": "u1", "ts": 1_000, "ip": "10.0.0.1",
+    ...      "user_agent": "UA", "advertiser_id": "a1"}},
+    ...     {"topic": "identity", "value": {"user_id": "u1", "ts": 2_000, "ip": "10.0.0.2",
+    ...      "user_agent": "UA"}},
+    ...     {"topic": "conversions", "value": {"advertiser_id": "a1", "event_name": "Purchase",
+    ...      "event_id": "o1", "ts": 3_000, "user_data": {"client_ip_address": "10.0.0.1",
+    ...      "client_user_agent": "UA"}}}]
+    >>> cols = History(lines).columns("a1:Purchase:o1", ["u1", "u2"])
+    >>> [round(v, 2) for v in cols[0].tolist()]  # u1: seen at 1 s on the address, 2 s elsewhere
+    [1.1, 0.5, 1.0, 0.5, 1.0, 0.69, 0.0, 0.69, 2.0, 1.0]
+    >>> cols[1].tolist() == [0.0] * 5 + [LONG_AGO, 0.0, LONG_AGO, 0.0, 0.0]  # u2: never seen
+    True
+    """
+
+    N_COLUMNS = 10
+
+    def __init__(self, lines: Sequence[ReplayLine]) -> None:
+        sightings: dict[UserId, list[tuple[int, str | None, str | None, str | None]]]
+        sightings = defaultdict(list)
+        self.conversions: dict[ConversionKey, dict[str, Any]] = {}
+        for line in lines:
+            value = line["value"]
+            if line["topic"] in ("impressions", "clicks", "identity"):
+                sightings[value["user_id"]].append(
+                    (
+                        value["ts"],
+                        value.get("ip"),
+                        value.get("user_agent"),
+                        value.get("advertiser_id"),
+                    )
+                )
+            elif line["topic"] == "conversions":
+                key = f"{value['advertiser_id']}:{value['event_name']}:{value['event_id']}"
+                ud = value.get("user_data") or {}
+                conv = self.conversions.setdefault(
+                    key, {"ts": value["ts"], "adv": value["advertiser_id"], "ip": None, "ua": None}
+                )
+                conv["ip"] = conv["ip"] or ud.get("client_ip_address")
+                conv["ua"] = conv["ua"] or ud.get("client_user_agent")
+        self.sightings = {
+            user: sorted(rows, key=lambda r: r[0]) for user, rows in sightings.items()
+        }
+        self.times = {user: [r[0] for r in rows] for user, rows in self.sightings.items()}
+
+    def columns(self, key: ConversionKey, users: Sequence[UserId]) -> np.ndarray:
+        """One row of :attr:`N_COLUMNS` history features per candidate of conversion ``key``."""
+        conv = self.conversions[key]
+        return np.array([self._row(conv, user) for user in users], dtype=float)
+
+    def _row(self, conv: dict[str, Any], user: UserId) -> list[float]:
+        ts, ip, ua = conv["ts"], conv["ip"], conv["ua"]
+        rows, times = self.sightings.get(user, []), self.times.get(user, [])
+        end = bisect.bisect_left(times, ts)
+        month = rows[bisect.bisect_left(times, ts - 30 * DAY_MS) : end]
+        n = max(len(month), 1)
+        on_ip = sum(1 for r in month if ip and r[1] == ip)
+        with_ua = sum(1 for r in month if ua and r[2] == ua)
+        both = sum(1 for r in month if ip and ua and r[1] == ip and r[2] == ua)
+        last = rows[end - 1] if end else None
+        elsewhere = next((r for r in reversed(rows[max(end - 50, 0) : end]) if r[1] != ip), None)
+        week = rows[bisect.bisect_left(times, ts - 7 * DAY_MS) : end]
+        day = rows[bisect.bisect_left(times, ts - DAY_MS) : end]
+        return [
+            math.log1p(len(month)),
+            on_ip / n,
+            with_ua / n,
+            both / n,
+            float(bool(ua) and any(r[2] == ua for r in rows[:end])),
+            log_age(ts, last[0] if last else None),
+            float(last is not None and bool(ip) and last[1] == ip),
+            log_age(ts, elsewhere[0] if elsewhere else None),
+            float(len({r[1] for r in week})),
+            float(sum(1 for r in day if r[3] == conv["adv"])),
+        ]
 
 
 # --- scoring decisions against truth -------------------------------------------------------------
@@ -544,6 +647,9 @@ def run_oracle(run: Run, repeats: int, *, rounds: int, depth: int) -> list[Oracl
     truth = run.truth
     prob_keys = run.prob_keys
     rows = {k: candidate_rows(run.last[k].snapshot, truth[k]["user_id"]) for k in prob_keys}
+    if run.history is not None:
+        history = run.history
+        rows = {k: (u, np.hstack([x, history.columns(k, u)]), y) for k, (u, x, y) in rows.items()}
     linkable_prob = [k for k in prob_keys if truth[k]["linkable"]]
     out = []
     for repeat in range(repeats):
@@ -649,11 +755,11 @@ def table_row(result: Result) -> str:
 
 
 def analyse(
-    profile: str, seed: int, repeats: int, *, rounds: int, depth: int, **candidates: int
+    profile: str, seed: int, repeats: int, *, rounds: int, depth: int, **options: Any
 ) -> Result:
-    """Run MatchModel on one profile/seed, check the join, and bound it (``candidates``: the
-    ``top_k`` and ``max_candidates`` of :func:`record`)."""
-    run = record(profile, seed, **candidates)
+    """Run MatchModel on one profile/seed, check the join, and bound it (``options``: the
+    ``top_k``, ``max_candidates`` and ``history`` of :func:`record`)."""
+    run = record(profile, seed, **options)
     check_join(run)
     model_picks = {k: (run.last[k].snapshot["u"], run.last[k].snapshot["p"]) for k in run.prob_keys}
     curve = sweep(run.decided_users, model_picks, run.truth)
@@ -699,6 +805,11 @@ def main() -> None:
     parser.add_argument(
         "--max-candidates", type=int, default=12, help="candidates probed and scored (12)"
     )
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="give the oracle each candidate's whole history from the replay too",
+    )
     args = parser.parse_args()
     profiles = _split_values(args.profile, DEFAULT_PROFILES)
     seeds = [int(s) for s in _split_values(args.seed, ["1"])]
@@ -716,6 +827,7 @@ def main() -> None:
                 depth=args.depth,
                 top_k=args.top_k,
                 max_candidates=args.max_candidates,
+                history=args.history,
             )
             results.append(result)
             print("\n".join(block(result)) + "\n", flush=True)

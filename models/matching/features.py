@@ -73,7 +73,8 @@ PAIR_FEATURES: tuple[str, ...] = (
 )
 
 
-def _log_age(ts: int, seen: int | None) -> float:
+def log_age(ts: int, seen: int | None) -> float:
+    """Log-seconds from ``seen`` to ``ts`` (``LONG_AGO`` when never seen)."""
     if seen is None:
         return LONG_AGO
     return math.log1p(max(ts - seen, 0) / 1000.0)
@@ -108,7 +109,7 @@ def candidate_features(
     ip_rows = {r[0]: (i, r) for i, r in enumerate(ip_ans["users"])} if ip_ans else {}
     ip_total = sum(r[3] for r in ip_ans["users"]) if ip_ans else 0
     prob_pool = {r[0] for k in PROBABILISTIC_KINDS if k in by_kind for r in by_kind[k]["users"]}
-    adv_ages = {u: _log_age(ts, (probes.get(u) or {}).get("last_adv_ts")) for u in chosen}
+    adv_ages = {u: log_age(ts, (probes.get(u) or {}).get("last_adv_ts")) for u in chosen}
     engaged = [u for u in chosen if (probes.get(u) or {}).get("n_adv")]
     agent = ud.get("client_user_agent")
     family = ua_family(agent) if agent else None
@@ -142,12 +143,12 @@ def candidate_features(
             if row is not None:
                 f[kind] = 1.0
                 f[f"{kind}_inv"] = 1.0 / degree
-                f[f"{kind}_age"] = _log_age(ts, row[2])
+                f[f"{kind}_age"] = log_age(ts, row[2])
                 f[f"{kind}_cnt"] = math.log1p(row[3])
         if user in ip_rows:
             rank, row = ip_rows[user]
             f["ip_rank"] = float(rank)
-            f["ip_tenure"] = _log_age(ts, row[1])
+            f["ip_tenure"] = log_age(ts, row[1])
             f["ip_share"] = row[3] / max(ip_total, 1)
             f["ipfam"] = float(family is not None and family in family_of.get(user, ()))
         elif f["ipua"] and ip_ans:
@@ -167,7 +168,7 @@ def candidate_features(
             f["adv_age"] = adv_ages[user]
             f["adv_n"] = math.log1p(probe.get("n_adv", 0))
             f["adv_click"] = float(probe.get("n_clicks", 0) > 0)
-            f["click_age"] = _log_age(ts, probe.get("last_click_ts"))
+            f["click_age"] = log_age(ts, probe.get("last_click_ts"))
         else:
             f["adv_age"] = f["click_age"] = LONG_AGO
         if f["adv"]:

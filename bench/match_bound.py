@@ -183,8 +183,6 @@ class History:
     True
     """
 
-    N_COLUMNS = 10
-
     def __init__(self, lines: Sequence[ReplayLine]) -> None:
         sightings: dict[UserId, list[tuple[int, str | None, str | None, str | None]]]
         sightings = defaultdict(list)
@@ -214,7 +212,7 @@ class History:
         self.times = {user: [r[0] for r in rows] for user, rows in self.sightings.items()}
 
     def columns(self, key: ConversionKey, users: Sequence[UserId]) -> np.ndarray:
-        """One row of :attr:`N_COLUMNS` history features per candidate of conversion ``key``."""
+        """One row of the ten history columns per candidate of conversion ``key``."""
         conv = self.conversions[key]
         return np.array([self._row(conv, user) for user in users], dtype=float)
 

@@ -48,5 +48,7 @@ def test_strangers_sharing_addresses_do_not_cost_precision_or_calibration():
     table = model.format_table()
     assert model.match_precision >= 0.92, table
     assert model.ece <= 0.03, table
-    assert model.stranger_false_match_rate < rule.stranger_false_match_rate / 4, table
+    # Strangers given a platform user: .009 here, .61 for the rule baseline, .042 on the
+    # strangers profile with the label-shift correction off.
+    assert model.stranger_false_match_rate <= 0.03, table
     assert model.label_weight_precision > rule.label_weight_precision

@@ -772,10 +772,10 @@ def analyse(
     )
 
 
-def _split_values(values: list[str] | None, default: Sequence[str]) -> list[str]:
+def split_values(values: list[str] | None, default: Sequence[str]) -> list[str]:
     """Flatten repeated and comma-separated option values.
 
-    >>> _split_values(["hard,default", "strangers"], ["x"]), _split_values(None, ["x"])
+    >>> split_values(["hard,default", "strangers"], ["x"]), split_values(None, ["x"])
     (['hard', 'default', 'strangers'], ['x'])
     """
     if not values:
@@ -809,8 +809,8 @@ def main() -> None:
         help="give the oracle each candidate's whole history from the replay too",
     )
     args = parser.parse_args()
-    profiles = _split_values(args.profile, DEFAULT_PROFILES)
-    seeds = [int(s) for s in _split_values(args.seed, ["1"])]
+    profiles = split_values(args.profile, DEFAULT_PROFILES)
+    seeds = [int(s) for s in split_values(args.seed, ["1"])]
     for profile in profiles:
         config_from_args(profile)  # fail on a typo before the first long run
     started = time.monotonic()

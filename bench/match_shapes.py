@@ -19,6 +19,7 @@ import argparse
 import time
 from typing import Any
 
+from bench.match_bound import split_values
 from models.engine import run_offline
 from models.evaluation import EvalReport, evaluate
 from models.matching.model import MatchModel
@@ -86,12 +87,6 @@ def misses(report: EvalReport) -> list[str]:
     return out
 
 
-def _split(values: list[str] | None, default: list[str]) -> list[str]:
-    if not values:
-        return default
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.match_shapes", description=__doc__.split("\n>>>")[0]
@@ -101,11 +96,11 @@ def main() -> None:
     )
     parser.add_argument("--seed", action="append", help="generator seed(s) (default: 1,2,3)")
     args = parser.parse_args()
-    shapes = _split(args.shape, list(SHAPES))
+    shapes = split_values(args.shape, list(SHAPES))
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
         parser.error(f"unknown shape(s): {', '.join(unknown)}")
-    seeds = [int(s) for s in _split(args.seed, ["1", "2", "3"])]
+    seeds = [int(s) for s in split_values(args.seed, ["1", "2", "3"])]
     started = time.monotonic()
     print(
         "| shape | seed | precision | recall of linkable | ECE | label-weight precision | misses |"

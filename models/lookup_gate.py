@@ -59,7 +59,7 @@ after ``max_wait_s`` missed sightings that were simply not read yet.
 >>> gate.observe(0, {0: 9_000}, now=1.0)
 >>> gate.due(now=1.0)  # the second waits for the first one's decision
 [{'ts': 1000, 'k': 'em:e1', 'ck': 'o1'}]
->>> gate.decided(0, "em:e1", "o1", now=2.0)  # after its link, if it made one
+>>> gate.decided("em:e1", "o1")  # after its link, if it made one
 >>> gate.due(now=2.0)
 [{'ts': 5000, 'k': 'em:e1', 'ck': 'o2'}]
 """
@@ -165,7 +165,7 @@ class LookupGate:
                 part.mark = mark
                 part.moved_at = now
 
-    def decided(self, partition: int, key: str, conversion: str, now: float) -> None:
+    def decided(self, key: str, conversion: str) -> None:
         """``conversion`` is decided, and its links to ``key`` (if any) were sent before this."""
         entry = self._keys.get(key)
         if entry is not None and entry.open.pop(conversion, None) is not None:

@@ -77,9 +77,9 @@ class WatermarkTracker:
         if offset + 1 > self._next_offset.get(key, 0):
             self._next_offset[key] = offset + 1
 
-    def _caught_up(self, key: tuple[str, int]) -> bool:
-        """Read to the end of the last fetch, and so since ``settle_s`` (wall time)."""
-        highwater = self.highwater(key)
+    def _caught_up(self, key: tuple[str, int], highwater: int | None) -> bool:
+        """Read to ``highwater``, the end of the last fetch, and so since ``settle_s`` (wall
+        time)."""
         now = self.clock()
         if highwater is None or self._next_offset.get(key, 0) < highwater:
             self._caught_up_since.pop(key, None)
@@ -97,7 +97,7 @@ class WatermarkTracker:
             seen = self._max_ts.get(key)
             if seen is not None:
                 newest.append(seen)
-            if self._caught_up(key):
+            if self._caught_up(key, self.highwater(key)):
                 continue
             if seen is None:
                 return None
@@ -117,8 +117,9 @@ class WatermarkTracker:
         if not any(key in self._max_ts for key in keys):
             return False  # nothing read there: not this worker's partition (yet)
         for key in keys:
-            self._caught_up(key)  # brings its clocks up to date
-            if self.highwater(key) is None:  # not fetched yet: a worker just (re)started
+            highwater = self.highwater(key)
+            self._caught_up(key, highwater)  # brings its clocks up to date
+            if highwater is None:  # not fetched yet: a worker just (re)started
                 return True
         return any(now - self._behind_since.get(key, now) >= self.settle_s for key in keys)
 

@@ -108,7 +108,7 @@ def register(rt: Any, channel: Any) -> None:
                 elif kind == "l":
                     gate.park(event.message.partition, msg, now)
                 elif kind == "d":
-                    gate.decided(event.message.partition, msg["k"], msg["ck"], now)
+                    gate.decided(msg["k"], msg["ck"])
                 elif kind == "x":
                     rows.append([msg["k"], msg["u"], msg["ts"], msg["ts"], 1])
                 elif kind == "f":

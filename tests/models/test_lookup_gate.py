@@ -167,11 +167,11 @@ def test_lookups_of_a_linkable_key_wait_for_the_decisions_before_them():
         gate.park(0, lookup, now=0.0)
     assert gate.due(now=0.1) == [ip, first]  # addresses are never linked: no order
     assert gate.waiting() == (0, 2)  # past the watermark, waiting for their turn
-    gate.decided(0, "em:e1", "o1", now=0.2)
+    gate.decided("em:e1", "o1")
     assert gate.due(now=0.3) == [second]
-    gate.decided(0, "em:e2", "o2", now=0.4)  # another key's decision changes nothing
+    gate.decided("em:e2", "o2")  # another key's decision changes nothing
     assert gate.due(now=0.5) == []
-    gate.decided(0, "em:e1", "o2", now=0.6)
+    gate.decided("em:e1", "o2")
     assert gate.due(now=0.7) == [third]
     assert len(gate) == 0
 
@@ -192,7 +192,7 @@ def test_order_still_waits_for_the_watermark():
     assert gate.waiting() == (1, 0)
     gate.park(0, _of(T, "o1"), now=0.2)  # read late, but older: it goes first
     assert gate.due(now=0.3) == [_of(T, "o1")]
-    gate.decided(0, "em:e1", "o1", now=0.4)
+    gate.decided("em:e1", "o1")
     assert gate.due(now=0.5) == []  # its own watermark is not there yet
     gate.observe(0, {0: T + HOUR}, now=0.6)
     assert gate.due(now=0.7) == [_of(T + HOUR, "o2")]
@@ -207,7 +207,7 @@ def test_a_new_round_of_the_same_conversion_does_not_wait_for_its_old_one():
     assert gate.due(now=0.1) == [_of(T, "o1")]
     gate.park(0, _of(T, "o1"), now=0.2)
     assert gate.due(now=0.3) == [_of(T, "o1")]
-    gate.decided(0, "em:e1", "o1", now=0.4)
+    gate.decided("em:e1", "o1")
     assert gate.due(now=0.5) == [_of(T + HOUR, "o2")]
 
 
@@ -231,7 +231,7 @@ def test_the_stalled_rule_keeps_the_order():
     gate.park(0, _of(T + HOUR, "o1"), now=0.0)
     gate.park(0, _of(T + 3 * HOUR, "o2"), now=0.0)
     assert gate.due(now=10.0) == [_of(T + HOUR, "o1")]
-    gate.decided(0, "em:e1", "o1", now=11.0)
+    gate.decided("em:e1", "o1")
     assert gate.due(now=11.0) == [_of(T + 3 * HOUR, "o2")]
 
 
@@ -246,7 +246,7 @@ def test_a_hot_key_does_not_queue_without_bound():
     # o0 has nothing before it; o1 and o2 go because 4 and then 3 wait; two wait for o2.
     assert gate.due(now=0.1) == orders[:3]
     assert gate.waiting() == (0, 2)
-    gate.decided(0, "em:placeholder", "o2", now=0.2)  # o0 and o1 still open: order holds
+    gate.decided("em:placeholder", "o2")  # o0 and o1 still open: order holds
     assert gate.due(now=0.3) == []
 
 
@@ -262,7 +262,7 @@ def test_a_lookup_the_ceiling_answers_still_holds_the_key_for_its_decision():
     gate.observe(0, {0: T + 2 * HOUR}, now=62.0)
     assert gate.due(now=62.0) == []
     assert gate.waiting() == (0, 1)
-    gate.decided(0, "em:e1", "o1", now=63.0)
+    gate.decided("em:e1", "o1")
     assert gate.due(now=63.0) == [_of(T + HOUR, "o2")]
     # A decision that never comes holds the key no longer than the ceiling, as in turn.
     gate.park(0, _of(T + 90 * MIN, "o3"), now=64.0)

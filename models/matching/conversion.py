@@ -183,9 +183,16 @@ class ConversionScorer:
         evidence = 0.0 if conflict is None else self.own_conflict.log_ratio(conflict)
         return self.present.logit(x) + shift + evidence + self.residual.logit(_residual_x(x, ctx))
 
-    def confidence(self, x: list[float], ctx: str, conflict: bool | None = None) -> float:
+    def factors(
+        self, x: list[float], ctx: str, conflict: bool | None = None
+    ) -> tuple[float, float]:
+        """``(P(converter among the candidates | x), P(best is the converter | among, x))``."""
         among = 1.0 / (1.0 + math.exp(-self._among_logit(x, ctx, conflict)))
-        return among * self.pick.predict(x)
+        return among, self.pick.predict(x)
+
+    def confidence(self, x: list[float], ctx: str, conflict: bool | None = None) -> float:
+        among, pick = self.factors(x, ctx, conflict)
+        return among * pick
 
     def observe(self, x: list[float], ctx: str) -> None:
         """An unlabelled live conversion: input to the label-shift estimate."""

@@ -1,0 +1,135 @@
+"""``python -m bench.match_split --shape hard --seed 1``: where the model path's confidence is off.
+
+A probabilistic decision's confidence is the product of two factors (``conversion.py``):
+P(the converter is among the candidates) and P(the best candidate is the converter | among).
+ECE over all labels hides which factor is off and where, because deterministic matches are most
+of the labels. This runs a shape (a generator profile or a ``bench.match_shapes`` shape) through
+the offline engine, keeps each conversion's last probabilistic decision with both factors as the
+model read them then, and sets them against the truth, by context ("plain": no deterministic
+identifier; "unmatched": one that matched nobody) and by whether the decision became a label
+(confidence at or above the threshold) or "none". Feedback reaches only a sample of these
+(``feedback_rate``, 10 % by default), and that is all the model ever learns about strangers
+beyond the counts; the ``labelled`` rows are where ECE is measured.
+
+>>> rows = [Row("plain", True, 0.9, 0.8, True, True), Row("plain", True, 0.7, 0.9, False, False)]
+>>> summarize(rows)[("plain", True)]
+{'decisions': 2, 'among': 0.8, 'among_actual': 0.5, 'pick': 0.8, 'pick_actual': 1.0, 'n_among': 1}
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from bench.match_bound import split_values
+from bench.match_shapes import SHAPES
+from models.engine import run_offline
+from models.matching.model import MatchDecision, MatchModel
+from stream.generate import PROFILES, config_from_args, generate
+
+
+@dataclass(frozen=True)
+class Row:
+    """One conversion's last probabilistic decision, with its two factors and the truth."""
+
+    ctx: str
+    labelled: bool
+    among: float
+    pick: float
+    among_actual: bool  # the converter was among the candidates
+    pick_actual: bool  # the best candidate was the converter
+
+
+class RecordingModel(MatchModel):
+    """A MatchModel that keeps, per conversion, its last probabilistic decision's factors."""
+
+    def __init__(self, seen: dict[str, tuple[Any, ...]]) -> None:
+        super().__init__()
+        self._seen = seen
+
+    def decide(self, conv: dict[str, Any], answers: dict, probes: dict) -> MatchDecision:
+        decision = super().decide(conv, answers, probes)
+        snap = decision.snapshot
+        if "x" in snap:
+            conflict = None if snap.get("cf") is None else bool(snap["cf"])
+            among, pick = self.conversion.factors(snap["x"], snap["ctx"], conflict)
+            pool = {user for user, _ in snap["c"]}
+            labelled = decision.user_id is not None
+            record = (snap["ctx"], labelled, among, pick, snap["u"], pool)
+            self._seen[conv["conversion_key"]] = record
+        else:
+            self._seen.pop(conv["conversion_key"], None)  # a later revision decided otherwise
+        return decision
+
+
+def split_rows(shape: str, seed: int, **size: Any) -> list[Row]:
+    """The rows of ``shape`` (a profile or a ``SHAPES`` name) with ``seed``; ``size``
+    overrides the generator's (``users``, ``days``)."""
+    profile, overrides = SHAPES.get(shape, (shape, {}))
+    lines, truth = generate(config_from_args(profile, seed=seed, **overrides, **size))
+    seen: dict[str, tuple[Any, ...]] = {}
+    run_offline(lines, lambda: RecordingModel(seen))
+    users = {row["conversion_key"]: row["user_id"] for row in truth}
+    rows = []
+    for key, (ctx, labelled, among, pick, best, pool) in seen.items():
+        if key in users:
+            user = users[key]
+            rows.append(Row(ctx, labelled, among, pick, user in pool, best == user))
+    return rows
+
+
+def summarize(rows: list[Row]) -> dict[tuple[str, bool], dict[str, Any]]:
+    """Per (context, labelled): mean predicted and actual P(among), and the same for P(pick)
+    over the decisions whose converter was among the candidates."""
+    groups: dict[tuple[str, bool], list[Row]] = defaultdict(list)
+    for row in rows:
+        groups[(row.ctx, row.labelled)].append(row)
+    out = {}
+    for group, members in sorted(groups.items()):
+        among = [r for r in members if r.among_actual]
+        n, k = len(members), len(among)
+        out[group] = {
+            "decisions": n,
+            "among": round(sum(r.among for r in members) / n, 3),
+            "among_actual": round(k / n, 3),
+            "pick": round(sum(r.pick for r in among) / k, 3) if k else None,
+            "pick_actual": round(sum(r.pick_actual for r in among) / k, 3) if k else None,
+            "n_among": k,
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.match_split", description=__doc__.split("\n>>>")[0]
+    )
+    names = [*PROFILES, *SHAPES]
+    parser.add_argument("--shape", action="append", help=f"repeatable: {', '.join(names)}")
+    parser.add_argument("--seed", action="append", help="generator seed(s) (default: 1)")
+    args = parser.parse_args()
+    shapes = split_values(args.shape, ["default"])
+    unknown = [s for s in shapes if s not in names]
+    if unknown:
+        parser.error(f"unknown shape(s): {', '.join(unknown)}")
+    seeds = [int(s) for s in split_values(args.seed, ["1"])]
+    print(
+        "| shape | seed | context | decisions | P(among) predicted / actual "
+        "| P(pick) predicted / actual (of among) |"
+    )
+    print("|---|---:|---|---:|---|---|")
+    for seed in seeds:
+        for shape in shapes:
+            for (ctx, labelled), s in summarize(split_rows(shape, seed)).items():
+                where = f"{ctx}, {'labelled' if labelled else 'none'}"
+                pick = "n/a" if s["pick"] is None else f"{s['pick']:.3f} / {s['pick_actual']:.3f}"
+                print(
+                    f"| {shape} | {seed} | {where} | {s['decisions']} "
+                    f"| {s['among']:.3f} / {s['among_actual']:.3f} | {pick} ({s['n_among']}) |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

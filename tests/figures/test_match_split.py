@@ -1,0 +1,34 @@
+"""``bench.match_split``: the two factors it reports are the ones the labels were decided by."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.match_split import RecordingModel, split_rows, summarize
+from models.engine import run_offline
+from stream.generate import config_from_args, generate
+
+
+def test_the_factors_multiply_to_each_labels_confidence():
+    lines, _ = generate(config_from_args("strangers", seed=3, users=1500, days=7))
+    seen: dict = {}
+    labels = run_offline(lines, lambda: RecordingModel(seen))
+    last = {label["conversion_key"]: label for label in labels}
+    model = [label for label in last.values() if label["match_method"] == "model"]
+    assert len(model) > 50, len(model)
+    for label in model:
+        _, labelled, among, pick, best, _ = seen[label["conversion_key"]]
+        assert labelled and best == label["user_id"]
+        # The snapshot keeps the conversion features to 5 decimals.
+        assert among * pick == pytest.approx(label["match_confidence"], abs=1e-3)
+    unlabelled = {k for k, record in seen.items() if not record[1]}
+    assert unlabelled and all(last[k]["user_id"] is None for k in unlabelled)
+
+
+def test_the_truth_is_consistent():
+    rows = split_rows("strangers", seed=3, users=1500, days=7)
+    # The best candidate can be the converter only if the converter was a candidate, and
+    # strangers (never among) are in this traffic.
+    assert all(r.among_actual for r in rows if r.pick_actual)
+    assert any(not r.among_actual for r in rows)
+    assert sum(s["decisions"] for s in summarize(rows).values()) == len(rows)

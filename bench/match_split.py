@@ -9,7 +9,9 @@ model read them then, and sets them against the truth, by context ("plain": no d
 identifier; "unmatched": one that matched nobody) and by whether the decision became a label
 (confidence at or above the threshold) or "none". Feedback reaches only a sample of these
 (``feedback_rate``, 10 % by default), and that is all the model ever learns about strangers
-beyond the counts; the ``labelled`` rows are where ECE is measured.
+beyond the counts; the ``labelled`` rows are where ECE is measured. ``--bins`` adds every
+decision by its confidence, labelled or not, and how often it was right: below the 0.5
+threshold, what recall the threshold leaves.
 
 >>> rows = [Row("plain", True, 0.9, 0.8, True, True), Row("plain", True, 0.7, 0.9, False, False)]
 >>> summarize(rows)[("plain", True)]
@@ -19,6 +21,7 @@ beyond the counts; the ``labelled`` rows are where ECE is measured.
 from __future__ import annotations
 
 import argparse
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +104,31 @@ def summarize(rows: list[Row]) -> dict[tuple[str, bool], dict[str, Any]]:
     return out
 
 
+def bins(rows: list[Row], width: float = 0.1) -> list[dict[str, Any]]:
+    """Every probabilistic decision, labelled or not, by its confidence (the two factors'
+    product) in bins of ``width``: how many, at what mean confidence, how often the best
+    candidate was the converter. Below the threshold this is the recall the threshold leaves.
+
+    >>> right = Row("plain", False, 0.9, 0.5, True, True)
+    >>> wrong = Row("plain", False, 0.6, 0.5, False, False)  # 0.3: the bin from 0.3
+    >>> [(b["lo"], b["decisions"], b["right"]) for b in bins([right, wrong])]
+    [(0.3, 1, 0.0), (0.4, 1, 1.0)]
+    """
+    groups: dict[int, list[Row]] = defaultdict(list)
+    for row in rows:
+        i = math.floor(row.among * row.pick / width + 1e-9)  # 0.3 / 0.1 is 2.999...
+        groups[min(i, round(1 / width) - 1)].append(row)
+    return [
+        {
+            "lo": round(i * width, 3),
+            "decisions": len(members),
+            "confidence": round(sum(r.among * r.pick for r in members) / len(members), 3),
+            "right": round(sum(r.pick_actual for r in members) / len(members), 3),
+        }
+        for i, members in sorted(groups.items())
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.match_split", description=__doc__.split("\n>>>")[0]
@@ -108,6 +136,9 @@ def main() -> None:
     names = [*PROFILES, *SHAPES]
     parser.add_argument("--shape", action="append", help=f"repeatable: {', '.join(names)}")
     parser.add_argument("--seed", action="append", help="generator seed(s) (default: 1)")
+    parser.add_argument(
+        "--bins", action="store_true", help="also every decision by confidence, labelled or not"
+    )
     args = parser.parse_args()
     shapes = split_values(args.shape, ["default"])
     unknown = [s for s in shapes if s not in names]
@@ -119,9 +150,16 @@ def main() -> None:
         "| P(pick) predicted / actual (of among) |"
     )
     print("|---|---:|---|---:|---|---|")
+    binned: list[str] = []
     for seed in seeds:
         for shape in shapes:
-            for (ctx, labelled), s in summarize(split_rows(shape, seed)).items():
+            rows = split_rows(shape, seed)
+            for b in bins(rows) if args.bins else ():
+                binned.append(
+                    f"| {shape} | {seed} | {b['lo']:.1f} | {b['decisions']} "
+                    f"| {b['confidence']:.3f} | {b['right']:.3f} |"
+                )
+            for (ctx, labelled), s in summarize(rows).items():
                 where = f"{ctx}, {'labelled' if labelled else 'none'}"
                 pick = "n/a" if s["pick"] is None else f"{s['pick']:.3f} / {s['pick_actual']:.3f}"
                 print(
@@ -129,6 +167,10 @@ def main() -> None:
                     f"| {s['among']:.3f} / {s['among_actual']:.3f} | {pick} ({s['n_among']}) |",
                     flush=True,
                 )
+    if binned:
+        print("\n| shape | seed | confidence from | decisions | mean confidence | right |")
+        print("|---|---:|---:|---:|---:|---:|")
+        print("\n".join(binned))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ threshold, what recall the threshold leaves.
 from __future__ import annotations
 
 import argparse
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from bench.match_bound import split_values
 from bench.match_shapes import SHAPES
 from models.engine import run_offline
+from models.evaluation import reliability
 from models.matching.model import MatchDecision, MatchModel
 from stream.generate import PROFILES, config_from_args, generate
 
@@ -104,31 +104,6 @@ def summarize(rows: list[Row]) -> dict[tuple[str, bool], dict[str, Any]]:
     return out
 
 
-def bins(rows: list[Row], width: float = 0.1) -> list[dict[str, Any]]:
-    """Every probabilistic decision, labelled or not, by its confidence (the two factors'
-    product) in bins of ``width``: how many, at what mean confidence, how often the best
-    candidate was the converter. Below the threshold this is the recall the threshold leaves.
-
-    >>> right = Row("plain", False, 0.9, 0.5, True, True)
-    >>> wrong = Row("plain", False, 0.6, 0.5, False, False)  # 0.3: the bin from 0.3
-    >>> [(b["lo"], b["decisions"], b["right"]) for b in bins([right, wrong])]
-    [(0.3, 1, 0.0), (0.4, 1, 1.0)]
-    """
-    groups: dict[int, list[Row]] = defaultdict(list)
-    for row in rows:
-        i = math.floor(row.among * row.pick / width + 1e-9)  # 0.3 / 0.1 is 2.999...
-        groups[min(i, round(1 / width) - 1)].append(row)
-    return [
-        {
-            "lo": round(i * width, 3),
-            "decisions": len(members),
-            "confidence": round(sum(r.among * r.pick for r in members) / len(members), 3),
-            "right": round(sum(r.pick_actual for r in members) / len(members), 3),
-        }
-        for i, members in sorted(groups.items())
-    ]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.match_split", description=__doc__.split("\n>>>")[0]
@@ -154,11 +129,13 @@ def main() -> None:
     for seed in seeds:
         for shape in shapes:
             rows = split_rows(shape, seed)
-            for b in bins(rows) if args.bins else ():
-                binned.append(
-                    f"| {shape} | {seed} | {b['lo']:.1f} | {b['decisions']} "
-                    f"| {b['confidence']:.3f} | {b['right']:.3f} |"
-                )
+            pairs = [(r.among * r.pick, r.pick_actual) for r in rows] if args.bins else []
+            for b in reliability(pairs):
+                if b["count"]:
+                    binned.append(
+                        f"| {shape} | {seed} | {b['lo']:.1f} | {b['count']} "
+                        f"| {b['mean_confidence']:.3f} | {b['accuracy']:.3f} |"
+                    )
             for (ctx, labelled), s in summarize(rows).items():
                 where = f"{ctx}, {'labelled' if labelled else 'none'}"
                 pick = "n/a" if s["pick"] is None else f"{s['pick']:.3f} / {s['pick_actual']:.3f}"

@@ -55,6 +55,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from models.dedupe import conversion_key
 from models.engine import run_offline
 from models.evaluation import EvalReport, evaluate
 from models.matching.features import LONG_AGO, PAIR_FEATURES, log_age
@@ -199,7 +200,7 @@ class History:
                     )
                 )
             elif line["topic"] == "conversions":
-                key = f"{value['advertiser_id']}:{value['event_name']}:{value['event_id']}"
+                key = conversion_key(value["advertiser_id"], value["event_name"], value["event_id"])
                 ud = value.get("user_data") or {}
                 conv = self.conversions.setdefault(
                     key, {"ts": value["ts"], "adv": value["advertiser_id"], "ip": None, "ua": None}

@@ -25,11 +25,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from bench.match_bound import split_values
+from bench.match_bound import Decision, RecordingMatchModel, split_values
 from bench.match_shapes import SHAPES
 from models.engine import run_offline
 from models.evaluation import reliability
-from models.matching.model import MatchDecision, MatchModel
+from models.matching.model import MatchDecision
 from stream.generate import PROFILES, config_from_args, generate
 
 
@@ -45,25 +45,21 @@ class Row:
     pick_actual: bool  # the best candidate was the converter
 
 
-class RecordingModel(MatchModel):
-    """A MatchModel that keeps, per conversion, its last probabilistic decision's factors."""
+class FactorRecordingModel(RecordingMatchModel):
+    """``bench.match_bound``'s recording model that also keeps, per conversion, the two factors
+    of each probabilistic decision as the model read them then."""
 
-    def __init__(self, seen: dict[str, tuple[Any, ...]]) -> None:
-        super().__init__()
-        self._seen = seen
+    def __init__(self, log: dict[str, Decision], factors: dict[str, tuple[float, float]]) -> None:
+        super().__init__(log)
+        self.factors = factors
 
     def decide(self, conv: dict[str, Any], answers: dict, probes: dict) -> MatchDecision:
         decision = super().decide(conv, answers, probes)
         snap = decision.snapshot
         if "x" in snap:
             conflict = None if snap.get("cf") is None else bool(snap["cf"])
-            among, pick = self.conversion.factors(snap["x"], snap["ctx"], conflict)
-            pool = {user for user, _ in snap["c"]}
-            labelled = decision.user_id is not None
-            record = (snap["ctx"], labelled, among, pick, snap["u"], pool)
-            self._seen[conv["conversion_key"]] = record
-        else:
-            self._seen.pop(conv["conversion_key"], None)  # a later revision decided otherwise
+            factors = self.conversion.factors(snap["x"], snap["ctx"], conflict)
+            self.factors[conv["conversion_key"]] = factors
         return decision
 
 
@@ -72,14 +68,19 @@ def split_rows(shape: str, seed: int, **size: Any) -> list[Row]:
     overrides the generator's (``users``, ``days``)."""
     profile, overrides = SHAPES.get(shape, (shape, {}))
     lines, truth = generate(config_from_args(profile, seed=seed, **overrides, **size))
-    seen: dict[str, tuple[Any, ...]] = {}
-    run_offline(lines, lambda: RecordingModel(seen))
+    log: dict[str, Decision] = {}
+    factors: dict[str, tuple[float, float]] = {}
+    run_offline(lines, lambda: FactorRecordingModel(log, factors))
     users = {row["conversion_key"]: row["user_id"] for row in truth}
     rows = []
-    for key, (ctx, labelled, among, pick, best, pool) in seen.items():
-        if key in users:
-            user = users[key]
-            rows.append(Row(ctx, labelled, among, pick, user in pool, best == user))
+    for key, decision in log.items():
+        snap = decision.snapshot
+        if "x" not in snap or key not in users:
+            continue  # the last decision was deterministic or had no candidate
+        user, pool = users[key], {u for u, _ in snap["c"]}
+        among, pick = factors[key]
+        labelled = decision.user_id is not None
+        rows.append(Row(snap["ctx"], labelled, among, pick, user in pool, snap["u"] == user))
     return rows
 
 

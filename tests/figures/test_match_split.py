@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import pytest
 
-from bench.match_split import RecordingModel, split_rows, summarize
+from bench.match_split import FactorRecordingModel, split_rows, summarize
 from models.engine import run_offline
 from stream.generate import config_from_args, generate
 
 
 def test_the_factors_multiply_to_each_labels_confidence():
     lines, _ = generate(config_from_args("strangers", seed=3, users=1500, days=7))
-    seen: dict = {}
-    labels = run_offline(lines, lambda: RecordingModel(seen))
+    log: dict = {}
+    factors: dict = {}
+    labels = run_offline(lines, lambda: FactorRecordingModel(log, factors))
     last = {label["conversion_key"]: label for label in labels}
     model = [label for label in last.values() if label["match_method"] == "model"]
     assert len(model) > 50, len(model)
     for label in model:
-        _, labelled, among, pick, best, _ = seen[label["conversion_key"]]
+        key = label["conversion_key"]
+        labelled, best = log[key].user_id is not None, log[key].snapshot["u"]
+        among, pick = factors[key]
         assert labelled and best == label["user_id"]
         # The snapshot keeps the conversion features to 5 decimals.
         assert among * pick == pytest.approx(label["match_confidence"], abs=1e-3)
-    unlabelled = {k for k, record in seen.items() if not record[1]}
+    unlabelled = {k for k, d in log.items() if "x" in d.snapshot and d.user_id is None}
     assert unlabelled and all(last[k]["user_id"] is None for k in unlabelled)
 
 

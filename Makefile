@@ -16,15 +16,15 @@ demo: $(STAMP)
 	$(BIN)/convstream demo
 
 test: $(STAMP)
-	$(BIN)/ruff check stream models tests bench
+	$(BIN)/ruff check convstream tests bench research
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q tests/models models
+	$(BIN)/python -m pytest -q tests/core convstream/core
 
 lint: $(STAMP)
-	$(BIN)/ruff check stream models tests bench
-	$(BIN)/ruff format --check stream models tests bench
+	$(BIN)/ruff check convstream tests bench research
+	$(BIN)/ruff format --check convstream tests bench research
 
 clean:
 	rm -rf $(VENV) demo-out

@@ -20,7 +20,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.latency import percentile
-from stream.broker import EmbeddedBroker
+from convstream.stream.broker import EmbeddedBroker
 
 SETTINGS = ((50, 0), (50, 10), (10, 0), (5, 0), (500, 0))  # (fetch_max_wait_ms, linger_ms)
 

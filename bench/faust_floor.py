@@ -17,18 +17,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream.settings import INPUT_TOPICS
+from convstream.stream.settings import INPUT_TOPICS
 
 OUTPUT = "bench-out"
 
 
 def build_app(env: dict[str, str]):  # noqa: ANN201 - faust.App
-    """The Faust app with the settings of ``stream.app.create_app`` that matter for speed."""
+    """The Faust app with the settings of ``convstream.stream.app.create_app`` that matter for
+    speed."""
     import faust
     import orjson
 
-    from stream import highwater
-    from stream.settings import Settings
+    from convstream.stream import highwater
+    from convstream.stream.settings import Settings
 
     tuned = Settings()  # the worker's defaults for everything that sets batching and latency
     highwater.install_fetch_wait(tuned.fetch_max_wait_ms)

@@ -30,8 +30,8 @@ from typing import Any
 from bench import procfs
 from bench.pipeline import bench_settings, scrape_events_in
 from bench.replay import produce_timed
-from stream.kafka import ensure_topics
-from stream.runner import WorkerProcess, settings_env
+from convstream.stream.kafka import ensure_topics
+from convstream.stream.runner import WorkerProcess, settings_env
 
 T0 = 1_767_571_200_000  # 2026-01-05T00:00Z
 SPAN_MS = 10 * 24 * 3600 * 1000

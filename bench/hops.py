@@ -39,8 +39,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench.latency import percentile
 from bench.pipeline import run_latency
 from bench.replay import sized_replay
-from stream.broker import EmbeddedBroker
-from stream.settings import Settings
+from convstream.stream.broker import EmbeddedBroker
+from convstream.stream.settings import Settings
 
 STEPS = ("conv", "lookup", "answer", "probe", "probe_ans", "label")
 

@@ -3,7 +3,8 @@
 The worker answers a conversion's lookups only once every users partition reports a watermark
 at or past the conversion's event time T, or after ``max_wait_s``. A partition's watermark is
 its newest engagement event time minus the allowed lateness once the worker has read every
-engagement topic of it to the end (``stream/watermarks.py``), which a worker keeping up with
+engagement topic of it to the end (``convstream/stream/watermarks.py``), which a worker keeping up
+with
 paced input has. From the producer's send times we know when the *input* first allowed that:
 every partition had an engagement event at ``T + lateness`` or later. The wait up to then is
 inherent to the design; what remains is processing latency:
@@ -28,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.replay import engagement_partition
-from models.identity import conversion_identifiers
-from stream.kafka import encode_value, message_key
-from stream.records import Invalid, parse_conversion
+from convstream.core.identity import conversion_identifiers
+from convstream.stream.kafka import encode_value, message_key
+from convstream.stream.records import Invalid, parse_conversion
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -20,10 +20,10 @@ from typing import Any
 
 import orjson
 
-from models.engine import OfflineEngine
-from models.learning_queue import Entry, LearningQueue
-from models.matching.model import MatchModel
-from stream.generate import config_from_args, generate
+from convstream.core.engine import OfflineEngine
+from convstream.core.learning_queue import Entry, LearningQueue
+from convstream.core.matching.model import MatchModel
+from convstream.synth.generate import config_from_args, generate
 
 
 def shared_examples(profile: str, seed: int) -> tuple[list[tuple[int, str, dict]], int]:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream.kafka import client_options
-from stream.settings import INPUT_TOPICS, Settings
+from convstream.stream.kafka import client_options
+from convstream.stream.settings import INPUT_TOPICS, Settings
 
 OUTPUT = "bench-out"
 

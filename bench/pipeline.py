@@ -32,10 +32,10 @@ from bench import latency, procfs
 from bench.replay import Produced, canary, conversion_keys, produce_timed
 from bench.state import TableSize, state_sizes
 from bench.topics import LabelFollower
-from stream.broker import free_port
-from stream.kafka import ensure_topics
-from stream.runner import WorkerProcess, settings_env
-from stream.settings import Settings
+from convstream.stream.broker import free_port
+from convstream.stream.kafka import ensure_topics
+from convstream.stream.runner import WorkerProcess, settings_env
+from convstream.stream.settings import Settings
 
 _EVENTS_IN = re.compile(r'^convstream_events_in_total\{topic="[^"]*"\} ([0-9.e+]+)$', re.M)
 

@@ -68,7 +68,7 @@ def _cpu_model() -> str:
 
 
 def tansu_version() -> str:
-    from stream.broker import tansu_binary
+    from convstream.stream.broker import tansu_binary
 
     try:
         out = subprocess.run(

@@ -1,7 +1,7 @@
 """Summaries of a py-spy ``--format raw`` profile (folded stacks: ``f1;f2;...;fn count``).
 
 ``python -m bench.profile FILE`` prints the functions with the most self samples and the most
-inclusive samples, and the share of samples per top-level area (our agents, models/, Faust,
+inclusive samples, and the share of samples per top-level area (our agents, convstream/core/, Faust,
 aiokafka, the event loop).
 
 >>> rows = parse(["a (x.py:1);b (y.py:2) 3", "a (x.py:1) 1"])
@@ -20,9 +20,9 @@ from pathlib import Path
 _LINE = re.compile(r":\d+\)$")
 
 AREAS = (
-    ("convstream agents", ("stream/agents/",)),
-    ("convstream models", ("models/",)),
-    ("convstream stream (other)", ("stream/",)),
+    ("convstream agents", ("convstream/stream/agents/",)),
+    ("convstream models", ("convstream/core/",)),
+    ("convstream stream (other)", ("convstream/stream/",)),
     ("faust tables/changelog", ("faust/tables/",)),
     ("faust streams/agents", ("faust/streams", "faust/agents/", "faust/channels", "faust/events")),
     ("faust transport/producer", ("faust/transport/",)),

@@ -20,10 +20,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from models.partitioning import partition_for
-from stream.generate import config_from_args, generate
-from stream.kafka import client_options, encode_value, message_key
-from stream.settings import ENGAGEMENT_TOPICS, Settings
+from convstream.core.partitioning import partition_for
+from convstream.stream.kafka import client_options, encode_value, message_key
+from convstream.stream.settings import ENGAGEMENT_TOPICS, Settings
+from convstream.synth.generate import config_from_args, generate
 
 #: Input events per generated user over the default 14 days (measured: 103.5k events, 3000 users).
 EVENTS_PER_USER = 34.5
@@ -131,7 +131,8 @@ class Produced:
 async def produce_timed(
     settings: Settings, lines: Sequence[dict[str, Any]], *, rate: float = 0.0
 ) -> Produced:
-    """``stream.kafka.produce`` with the same keys, encoding and pacing, recording send times."""
+    """``convstream.stream.kafka.produce`` with the same keys, encoding and pacing, recording send
+    times."""
     producer = AIOKafkaProducer(**client_options(settings), linger_ms=20, max_batch_size=262144)
     await producer.start()
     out = Produced()

@@ -11,7 +11,7 @@ from bench import growth
 from bench.growth import GrowthResult
 from bench.passthrough import PassResult
 from bench.pipeline import LatencyResult, ThroughputResult
-from stream.health import LOOP_PROBE_S
+from convstream.stream.health import LOOP_PROBE_S
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ from bench.pipeline import Profiler, run_latency, run_throughput
 from bench.replay import produce_timed, sized_replay, users_for
 from bench.report import FloorResult, Results, append, markdown
 from bench.topics import create_topics
-from stream.broker import EmbeddedBroker, free_port
-from stream.kafka import ensure_topics
-from stream.settings import Settings
+from convstream.stream.broker import EmbeddedBroker, free_port
+from convstream.stream.kafka import ensure_topics
+from convstream.stream.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_EVENTS = 250_000
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--floor-spinner",
         choices=("on", "off"),
         default="off",
-        help="Faust's terminal spinner in stage 2 (off, as stream/worker.py runs it)",
+        help="Faust's terminal spinner in stage 2 (off, as convstream/stream/worker.py runs it)",
     )
     parser.add_argument(
         "--growth",

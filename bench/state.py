@@ -20,8 +20,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.topics import wait_for_topic
-from stream.kafka import client_options
-from stream.settings import Settings
+from convstream.stream.kafka import client_options
+from convstream.stream.settings import Settings
 
 TABLES = ("users", "identifiers", "conversion-state", "match-models")
 

@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from stream.kafka import client_options
-from stream.settings import Settings
+from convstream.stream.kafka import client_options
+from convstream.stream.settings import Settings
 
 
 async def create_topics(settings: Settings, names: Iterable[str]) -> None:

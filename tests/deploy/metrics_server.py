@@ -1,4 +1,5 @@
-"""A stand-in worker for the Prometheus checks: fills every metric of stream.metrics, serves
+"""A stand-in worker for the Prometheus checks: fills every metric of convstream.stream.metrics,
+serves
 REGISTRY on loopback, prints `PORT <n>`, and keeps observing a label now and then.
 
     python -m tests.deploy.metrics_server [--max-seconds 300]
@@ -11,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from stream import metrics
+from convstream.stream import metrics
 from tests.deploy.promql import free_port
 
 TOPICS = ("impressions", "clicks", "identity", "conversions", "feedback", "cs-ident")

@@ -56,8 +56,8 @@ def metric_names(expr: str) -> set[str]:
 
 
 def defined_metric_names() -> set[str]:
-    """Every series name that stream.metrics.REGISTRY can expose (without `_created`)."""
-    from stream.metrics import REGISTRY
+    """Every series name that convstream.stream.metrics.REGISTRY can expose (without `_created`)."""
+    from convstream.stream.metrics import REGISTRY
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     names = set()

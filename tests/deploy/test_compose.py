@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.cli import build_parser
-from stream.settings import INPUT_TOPICS, INTERNAL_TOPICS, OUTPUT_TOPICS, Settings
+from convstream.stream.cli import build_parser
+from convstream.stream.settings import INPUT_TOPICS, INTERNAL_TOPICS, OUTPUT_TOPICS, Settings
 from tests.deploy.promql import PROMETHEUS_CONFIG, REPO
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -23,7 +23,7 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 
 SUBCOMMANDS = {"worker", "broker", "generate", "replay", "labels", "evaluate", "demo", "quality"}
-# Every field of stream.settings.Settings is read from CONVSTREAM_<FIELD>.
+# Every field of convstream.stream.settings.Settings is read from CONVSTREAM_<FIELD>.
 SETTINGS = {f"CONVSTREAM_{f.name.upper()}" for f in dataclasses.fields(Settings)}
 TOPICS = {*INPUT_TOPICS, *INTERNAL_TOPICS, *OUTPUT_TOPICS}
 SHELLS = {"sh", "/bin/sh", "bash", "/bin/bash"}
@@ -186,7 +186,7 @@ def test_dockerfile_installs_the_project():
     assert dockerfile_entrypoint() == ["convstream"]
     ignored = {line.strip() for line in DOCKERIGNORE.read_text().splitlines()}
     assert {".venv", ".git"} <= ignored
-    assert not ignored & {"stream", "models", "pyproject.toml", "README.md"}
+    assert not ignored & {"convstream", "pyproject.toml", "README.md"}
 
 
 @pytest.mark.skipif(

@@ -1,12 +1,13 @@
-"""stream.quality.publish: event-quality gauges, with unlisted advertisers pooled as "other"."""
+"""convstream.stream.quality.publish: event-quality gauges, with unlisted advertisers pooled as
+"other"."""
 
 from __future__ import annotations
 
 import pytest
 
-from models.quality import QualityTracker
-from stream import metrics
-from stream.quality import publish
+from convstream.core.quality import QualityTracker
+from convstream.stream import metrics
+from convstream.stream.quality import publish
 
 
 def value(name: str, **labels: str) -> float | None:

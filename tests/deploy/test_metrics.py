@@ -1,11 +1,12 @@
-"""stream.metrics: what observe_label updates, and that label values stay few and anonymous."""
+"""convstream.stream.metrics: what observe_label updates, and that label values stay few and
+anonymous."""
 
 from __future__ import annotations
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stream import metrics
+from convstream.stream import metrics
 from tests.deploy.metrics_server import CONVERSION_TS, populate, sample_label
 
 EMAIL = "alice@example.com"

@@ -1,4 +1,4 @@
-"""A real Prometheus scrapes a process serving stream.metrics.REGISTRY: every metric the
+"""A real Prometheus scrapes a process serving convstream.stream.metrics.REGISTRY: every metric the
 dashboards and alert rules select has data, every expression runs, every rule evaluates."""
 
 from __future__ import annotations

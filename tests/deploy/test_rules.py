@@ -1,5 +1,5 @@
 """Prometheus config, alert rules and the Grafana dashboard: valid, and only about metrics that
-stream/metrics.py defines."""
+convstream/stream/metrics.py defines."""
 
 from __future__ import annotations
 

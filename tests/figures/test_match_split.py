@@ -1,12 +1,12 @@
-"""``bench.match_split``: the two factors it reports are the ones the labels were decided by."""
+"""``research.match_split``: the two factors it reports are the ones the labels were decided by."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.match_split import FactorRecordingModel, split_rows, summarize
-from models.engine import run_offline
-from stream.generate import config_from_args, generate
+from convstream.core.engine import run_offline
+from convstream.synth.generate import config_from_args, generate
+from research.match_split import FactorRecordingModel, split_rows, summarize
 
 
 def test_the_factors_multiply_to_each_labels_confidence():

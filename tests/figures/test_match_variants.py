@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import pytest
 
-from models.engine import run_offline
-from models.evaluation import EvalReport, evaluate
-from models.matching.baseline import RuleBaseline
-from models.matching.model import MatchModel
-from stream.generate import config_from_args, generate
+from convstream.core.engine import run_offline
+from convstream.core.evaluation import EvalReport, evaluate
+from convstream.core.matching.baseline import RuleBaseline
+from convstream.core.matching.model import MatchModel
+from convstream.synth.generate import config_from_args, generate
 
 
 def _reports(profile: str, seed: int) -> tuple[EvalReport, EvalReport]:

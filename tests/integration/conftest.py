@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import EmbeddedBroker
-from stream.kafka import ensure_topics
-from stream.runner import WorkerProcess, settings_env
-from stream.settings import Settings
+from convstream.stream.broker import EmbeddedBroker
+from convstream.stream.kafka import ensure_topics
+from convstream.stream.runner import WorkerProcess, settings_env
+from convstream.stream.settings import Settings
 
 _ids = itertools.count()
 

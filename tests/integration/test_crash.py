@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from stream.generate import config_from_args, generate
-from stream.kafka import produce, read_topic
-from stream.runner import wait_for_labels
+from convstream.stream.kafka import produce, read_topic
+from convstream.stream.runner import wait_for_labels
+from convstream.synth.generate import config_from_args, generate
 from tests.integration.traffic import conversion, key
 
 pytestmark = pytest.mark.integration

@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from models.evaluation import latest_labels
-from models.identity import sha256_hex
-from models.partitioning import partition_for
-from stream.generate import config_from_args, generate
-from stream.kafka import ensure_topics, produce
-from stream.runner import wait_for_labels
+from convstream.core.evaluation import latest_labels
+from convstream.core.identity import sha256_hex
+from convstream.core.partitioning import partition_for
+from convstream.stream.kafka import ensure_topics, produce
+from convstream.stream.runner import wait_for_labels
+from convstream.synth.generate import config_from_args, generate
 from tests.integration.traffic import MIN, T0, click, conversion, impression, key
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,8 @@ def test_labels_do_not_depend_on_which_topic_is_read_first(settings, start_worke
     assert set(a) == set(b) == expected
     differ = [k for k in expected if _gist(a[k]) != _gist(b[k])]
     assert differ == []
-    # The model learns in event-time order behind its decisions (models/learning_queue.py), so
+    # The model learns in event-time order behind its decisions
+    # (convstream/core/learning_queue.py), so
     # confidences agree too; a bounded wait that fires on a loaded machine can still reorder
     # learning by more than the delay, so allow the model a small, bounded difference.
     gaps = [abs(a[k]["match_confidence"] - b[k]["match_confidence"]) for k in expected]

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from models.evaluation import latest_labels
-from stream.kafka import produce
-from stream.runner import wait_for_labels
+from convstream.core.evaluation import latest_labels
+from convstream.stream.kafka import produce
+from convstream.stream.runner import wait_for_labels
 from tests.integration.traffic import MIN, T0, click, conversion, impression, key
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,8 @@ def test_click_match_links_the_external_id_and_email_for_later_conversions(setti
 def test_links_reach_later_conversions_parked_in_the_same_burst(settings, start_worker):
     """A replay read at full speed parks hours of conversions before the engagements come in,
     and the watermark then releases them all at once. The later orders must still wait for the
-    first one's decision and the links it makes (models/lookup_gate.py, the holds): answered in
+    first one's decision and the links it makes (convstream/core/lookup_gate.py, the holds):
+    answered in
     the same burst, they found nobody."""
     start_worker(settings)
     orders = [

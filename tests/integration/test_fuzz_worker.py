@@ -21,12 +21,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.identity import is_sha256_hex
-from models.partitioning import partition_for
-from stream.broker import free_port
-from stream.generate import config_from_args, generate
-from stream.kafka import client_options, encode_value, message_key, read_topic
-from stream.records import (
+from convstream.core.identity import is_sha256_hex
+from convstream.core.partitioning import partition_for
+from convstream.stream.broker import free_port
+from convstream.stream.kafka import client_options, encode_value, message_key, read_topic
+from convstream.stream.records import (
     Invalid,
     parse_click,
     parse_conversion,
@@ -34,7 +33,8 @@ from stream.records import (
     parse_identity,
     parse_impression,
 )
-from stream.runner import wait_for_labels
+from convstream.stream.runner import wait_for_labels
+from convstream.synth.generate import config_from_args, generate
 from tests.integration.traffic import MIN, T0, click, conversion, key
 
 pytestmark = pytest.mark.integration

@@ -13,12 +13,12 @@ import asyncio
 
 import pytest
 
-from models.engine import run_offline
-from models.evaluation import evaluate
-from models.matching.baseline import RuleBaseline
-from stream.generate import config_from_args, generate
-from stream.kafka import produce
-from stream.runner import wait_for_labels
+from convstream.core.engine import run_offline
+from convstream.core.evaluation import evaluate
+from convstream.core.matching.baseline import RuleBaseline
+from convstream.stream.kafka import produce
+from convstream.stream.runner import wait_for_labels
+from convstream.synth.generate import config_from_args, generate
 
 pytestmark = pytest.mark.integration
 

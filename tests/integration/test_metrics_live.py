@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterator
 import orjson
 import pytest
 
-from models.quality import QualityTracker
-from stream.generate import config_from_args, generate
-from stream.kafka import produce
-from stream.quality import run_quality
-from stream.runner import wait_for_labels
+from convstream.core.quality import QualityTracker
+from convstream.stream.kafka import produce
+from convstream.stream.quality import run_quality
+from convstream.stream.runner import wait_for_labels
+from convstream.synth.generate import config_from_args, generate
 from tests.deploy.promql import (
     Prometheus,
     PromQLError,

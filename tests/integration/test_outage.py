@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import free_port
-from stream.generate import config_from_args, generate
-from stream.kafka import ensure_topics, produce
-from stream.runner import wait_for_labels
-from stream.settings import Settings
+from convstream.stream.broker import free_port
+from convstream.stream.kafka import ensure_topics, produce
+from convstream.stream.runner import wait_for_labels
+from convstream.stream.settings import Settings
+from convstream.synth.generate import config_from_args, generate
 from tests.integration.test_sasl import PlainSaslProxy, _start_tansu, _stop
 
 pytestmark = pytest.mark.integration
@@ -172,7 +172,7 @@ def test_worker_rides_out_a_broker_outage(gated_broker, start_worker, tmp_path):
     time.sleep(max(OUTAGE_S - went_down, 0))
     assert worker.alive(), worker.log_path.read_text()[-3000:]
     # The client retries every 100 ms and logs each failure (~2,000 lines here unthinned);
-    # repeats of a message are thinned to one per 10 s (stream/logs.py).
+    # repeats of a message are thinned to one per 10 s (convstream/stream/logs.py).
     assert _log_lines(worker) - lines_before < 100
 
     # After: the same process reconnects, and the rest of the replay is labelled.

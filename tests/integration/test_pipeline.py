@@ -8,10 +8,10 @@ from collections import Counter
 import orjson
 import pytest
 
-from models.identity import is_sha256_hex
-from stream.generate import config_from_args, generate
-from stream.kafka import produce, read_topic
-from stream.runner import wait_for_labels
+from convstream.core.identity import is_sha256_hex
+from convstream.stream.kafka import produce, read_topic
+from convstream.stream.runner import wait_for_labels
+from convstream.synth.generate import config_from_args, generate
 
 pytestmark = pytest.mark.integration
 

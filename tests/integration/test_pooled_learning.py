@@ -8,11 +8,11 @@ from collections import defaultdict
 import orjson
 import pytest
 
-from models.matching.model import MatchModel
-from models.partitioning import partition_for
-from stream.generate import config_from_args, generate
-from stream.kafka import produce, read_topic
-from stream.runner import wait_for_labels
+from convstream.core.matching.model import MatchModel
+from convstream.core.partitioning import partition_for
+from convstream.stream.kafka import produce, read_topic
+from convstream.stream.runner import wait_for_labels
+from convstream.synth.generate import config_from_args, generate
 
 pytestmark = pytest.mark.integration
 

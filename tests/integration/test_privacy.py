@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from models.identity import sha256_hex, ua_family
-from stream.kafka import produce, read_topic
-from stream.runner import wait_for_labels
+from convstream.core.identity import sha256_hex, ua_family
+from convstream.stream.kafka import produce, read_topic
+from convstream.stream.runner import wait_for_labels
 from tests.integration.traffic import MIN, T0, click, conversion, impression, key
 
 pytestmark = pytest.mark.integration

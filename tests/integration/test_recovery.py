@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from models.partitioning import partition_for
-from stream.kafka import produce
-from stream.runner import wait_for_labels
+from convstream.core.partitioning import partition_for
+from convstream.stream.kafka import produce
+from convstream.stream.runner import wait_for_labels
 from tests.integration.traffic import MIN, T0, click, conversion, key
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,8 @@ def test_tables_survive_sigkill(settings, start_worker):
     """Clicks indexed before the crash still match conversions that arrive after the restart.
 
     tansu misreports changelog end offsets for multi-record batches; without the fetched high
-    watermark (stream/highwater.py) recovery stops early and some click ids are forgotten.
+    watermark (convstream/stream/highwater.py) recovery stops early and some click ids are
+    forgotten.
     """
     worker = start_worker(settings, "before-crash")
     before = [click(i, T0 + i) for i in range(N_USERS)]

@@ -1,8 +1,9 @@
 """SASL/PLAIN end to end: the raw clients, ``convstream worker`` and ``convstream replay``.
 
 tansu 0.6 (the embedded broker) authenticates with SCRAM-SHA-512, SCRAM-SHA-256 and OAUTHBEARER
-only; it has no PLAIN, the one mechanism convstream speaks (``stream/kafka.py``,
-``stream/app.py``). Its users are created with ``tansu user create --broker ...``, which talks
+only; it has no PLAIN, the one mechanism convstream speaks (``convstream/stream/kafka.py``,
+``convstream/stream/app.py``). Its users are created with ``tansu user create --broker ...``, which
+talks
 to the running broker without authenticating, so with ``--authentication`` on the memory storage
 (the only local one: ``file://`` and ``sqlite://`` are not built in) no user can ever be made:
 
@@ -34,10 +35,10 @@ from typing import Any
 
 import pytest
 
-from stream.broker import EmbeddedBroker, free_port, tansu_binary, wait_for_port
-from stream.kafka import ensure_topics, produce, read_topic
-from stream.runner import settings_env, wait_for_labels
-from stream.settings import Settings
+from convstream.stream.broker import EmbeddedBroker, free_port, tansu_binary, wait_for_port
+from convstream.stream.kafka import ensure_topics, produce, read_topic
+from convstream.stream.runner import settings_env, wait_for_labels
+from convstream.stream.settings import Settings
 from tests.integration.traffic import MIN, T0, click, conversion, key
 
 pytestmark = pytest.mark.integration
@@ -247,7 +248,7 @@ def _run_cli(settings: Settings, *args: str, timeout: float = 60) -> tuple[int, 
     started = time.monotonic()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "stream.cli", *args],
+            [sys.executable, "-m", "convstream.stream.cli", *args],
             env=env,
             capture_output=True,
             text=True,

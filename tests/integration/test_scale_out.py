@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from models.evaluation import latest_labels
-from stream.generate import config_from_args, generate
-from stream.kafka import ensure_topics, produce
-from stream.runner import wait_for_labels
+from convstream.core.evaluation import latest_labels
+from convstream.stream.kafka import ensure_topics, produce
+from convstream.stream.runner import wait_for_labels
+from convstream.synth.generate import config_from_args, generate
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 from aiokafka.errors import IllegalStateError
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from stream import fetch_guard
-from stream.fetch_guard import _seek_back, deliver, request_rewind, undelivered
+from convstream.stream import fetch_guard
+from convstream.stream.fetch_guard import _seek_back, deliver, request_rewind, undelivered
 
 Record = namedtuple("Record", "offset")
 Message = namedtuple("Message", "tp offset")

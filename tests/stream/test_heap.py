@@ -1,10 +1,10 @@
-"""stream.heap: free pages inside the C heap go back to the kernel."""
+"""convstream.stream.heap: free pages inside the C heap go back to the kernel."""
 
 from __future__ import annotations
 
 import pytest
 
-from stream import heap
+from convstream.stream import heap
 
 MIB = 1 << 20
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from stream.logs import RepeatFilter
+from convstream.stream.logs import RepeatFilter
 
 
 def _record(name: str, msg: str, *args, level: int = logging.ERROR) -> logging.LogRecord:
@@ -37,4 +37,4 @@ def test_templates_loggers_and_levels_are_counted_apart():
 def test_convstreams_own_records_are_never_thinned():
     f = RepeatFilter(interval_s=10, clock=lambda: 0.0)
     msg = "match model of partition %s starts untrained"
-    assert all(f.filter(_record("stream.agents.conversions", msg, p)) for p in range(4))
+    assert all(f.filter(_record("convstream.stream.agents.conversions", msg, p)) for p in range(4))

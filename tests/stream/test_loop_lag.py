@@ -1,4 +1,5 @@
-"""stream.health: the event loops' lag and the garbage collector's pauses, as metrics see them."""
+"""convstream.stream.health: the event loops' lag and the garbage collector's pauses, as metrics
+see them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import gc
 import threading
 import time
 
-from stream import health, metrics
+from convstream.stream import health, metrics
 
 
 async def test_a_held_loop_shows_as_lag_and_an_idle_one_does_not() -> None:

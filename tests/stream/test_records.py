@@ -1,4 +1,4 @@
-"""docs/contract.md, field by field, for every ``parse_*`` of stream/records.py.
+"""docs/contract.md, field by field, for every ``parse_*`` of convstream/stream/records.py.
 
 Each input topic gets: the valid example, every required field missing, wrong types, the
 timestamp rules, IP validation, and (where the topic carries them) hashing of raw identifiers.
@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from models.identity import USER_DATA_FIELDS
-from stream.records import (
+from convstream.core.identity import USER_DATA_FIELDS
+from convstream.stream.records import (
     Conversion,
     Engagement,
     Feedback,

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from models.identity import REDACTED, USER_DATA_FIELDS, is_sha256_hex, redact_pii
-from stream.app import Runtime
-from stream.records import (
+from convstream.core.identity import REDACTED, USER_DATA_FIELDS, is_sha256_hex, redact_pii
+from convstream.stream.app import Runtime
+from convstream.stream.records import (
     MAX_TS_MS,
     MIN_TS_MS,
     Invalid,
@@ -30,7 +30,7 @@ from stream.records import (
     parse_identity,
     parse_impression,
 )
-from stream.settings import Settings
+from convstream.stream.settings import Settings
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 PARSERS = {

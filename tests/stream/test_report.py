@@ -1,4 +1,4 @@
-"""stream.report: a self-contained HTML page with three well-formed inline SVG charts."""
+"""convstream.stream.report: a self-contained HTML page with three well-formed inline SVG charts."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from stream.generate import config_from_args, generate
-from stream.report import LAG_EDGES_S, lag_histogram, render_report
+from convstream.stream.report import LAG_EDGES_S, lag_histogram, render_report
+from convstream.synth.generate import config_from_args, generate
 
 SVG = "{http://www.w3.org/2000/svg}"
 METHODS = ("deterministic:click", "deterministic:em", "model", "none")

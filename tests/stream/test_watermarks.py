@@ -1,8 +1,8 @@
-"""Per-partition watermarks over the engagement topics (stream/watermarks.py)."""
+"""Per-partition watermarks over the engagement topics (convstream/stream/watermarks.py)."""
 
 from __future__ import annotations
 
-from stream.watermarks import WatermarkTracker
+from convstream.stream.watermarks import WatermarkTracker
 
 T = 1_767_571_200_000
 MIN = 60_000
@@ -40,7 +40,7 @@ def test_nothing_read_and_nothing_to_read_gives_no_watermark():
 
 def test_behind_once_a_topic_has_had_records_left_for_settle_s():
     """A backlog, not live traffic between two fetches: lookups wait for a backlog however
-    long it takes (models/lookup_gate.py), but must not wait that way for live traffic."""
+    long it takes (convstream/core/lookup_gate.py), but must not wait that way for live traffic."""
     now = [0.0]
     highwater = {("clicks", 0): 10, ("views", 0): 50}
     wm = WatermarkTracker(

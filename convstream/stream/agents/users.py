@@ -1,0 +1,224 @@
+"""Users agent (key user_id): engagements into the users table, sightings out, probes answered.
+
+One pass per batch: parse every impression, click and identity event, update each touched
+user's state once, then send *one* message per identifiers partition holding that batch's
+sightings for it plus this worker's watermarks, so sightings and watermarks stay in order.
+A deletion on the ``privacy`` topic drops the user's state, leaves a marker that keeps later
+events of that user out, and tells every identifier entry the user was seen on to forget them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+import orjson
+from faust.types import TP
+
+from convstream.core.engagements import (
+    OWN_KINDS,
+    add_engagements,
+    note_link,
+    note_own_identifiers,
+    probe,
+    remember_keys,
+)
+from convstream.core.identity import engagement_identifiers, sighting_families
+from convstream.core.index import merge_families
+from convstream.core.partitioning import partition_for
+from convstream.stream import metrics
+from convstream.stream.records import (
+    Invalid,
+    parse_click,
+    parse_deletion,
+    parse_identity,
+    parse_impression,
+)
+from convstream.stream.settings import ENGAGEMENT_TOPICS
+from convstream.stream.watermarks import WatermarkTracker
+
+PARSERS = {"impressions": parse_impression, "clicks": parse_click, "identity": parse_identity}
+
+
+def register(rt: Any, channel: Any) -> None:
+    s = rt.settings
+    users = rt.tables["users"]
+
+    def highwater(key: tuple[str, int]) -> int | None:
+        topic, partition = key
+        try:
+            return rt.app.consumer.highwater(TP(s.topic(topic), partition))
+        except Exception:  # noqa: BLE001 - not assigned (yet) or consumer restarting
+            return None
+
+    tracker = WatermarkTracker(
+        ENGAGEMENT_TOPICS, lateness_ms=s.allowed_lateness_ms, highwater=highwater
+    )
+    sent_marks: dict[int, int] = {}
+    sent_behind: dict[str, bool] = {}
+    # Marks must never overtake the sightings they cover: the timer waits for a batch in flight.
+    sending = asyncio.Lock()
+
+    async def process(events: list[Any]) -> None:
+        rows: dict[str, list[list[Any]]] = defaultdict(list)
+        seen_keys: dict[str, dict[str, int]] = defaultdict(dict)
+        own: dict[str, dict[str, int]] = defaultdict(dict)
+        sightings: dict[tuple[str, str], list[Any]] = {}
+        probes: list[dict[str, Any]] = []
+        counts: dict[str, int] = defaultdict(int)
+        for event in events:
+            topic = rt.logical_name(event.message.topic)
+            if topic == "cs-probe":
+                probes.append(orjson.loads(event.message.value))
+                continue
+            counts[topic] += 1
+            if topic == "privacy":
+                await apply_deletions(event, rows, seen_keys, sightings)
+                continue
+            try:
+                rec = PARSERS[topic](event.message.value)
+            except Invalid as exc:
+                await rt.dead_letter(event, exc.reason, str(exc))
+                tracker.skip(topic, event.message.partition, offset=event.message.offset)
+                continue
+            tracker.observe(topic, event.message.partition, rec.ts, offset=event.message.offset)
+            if _deleted(users.get(rec.user_id)):
+                continue
+            if topic == "identity":
+                keys = engagement_identifiers(
+                    rec.ip, rec.user_agent, rec.device_id, em=rec.em, ph=rec.ph
+                )
+            else:
+                keys = engagement_identifiers(
+                    rec.ip, rec.user_agent, rec.device_id, click_id=rec.click_id
+                )
+                rows[rec.user_id].append(
+                    [rec.ts, rec.kind, rec.event_id, rec.advertiser_id, rec.campaign_id, rec.ad_id]
+                )
+            families = sighting_families(rec.user_agent, rec.ts)
+            for kind, key in keys:
+                known = seen_keys[rec.user_id]
+                known[key] = max(known.get(key, rec.ts), rec.ts)
+                if kind in OWN_KINDS:
+                    firsts = own[rec.user_id]
+                    firsts[kind] = min(firsts.get(kind, rec.ts), rec.ts)
+                seen = sightings.get((key, rec.user_id))
+                if seen is None:
+                    seen = sightings[(key, rec.user_id)] = [rec.ts, rec.ts, 1]
+                else:
+                    seen[0] = min(seen[0], rec.ts)
+                    seen[1] = max(seen[1], rec.ts)
+                    seen[2] += 1
+                if kind == "ip" and families:
+                    if len(seen) < 4:  # [first, last, count, families]
+                        seen.append({})
+                    merge_families(seen[3], families)
+        for topic, n in counts.items():
+            metrics.count_event_in(topic, n)
+
+        for user_id in seen_keys.keys() | rows.keys():
+            state = remember_keys(users.get(user_id), seen_keys.get(user_id, {}))
+            if user_id in own:
+                state = note_own_identifiers(state, own[user_id])
+            users[user_id] = add_engagements(
+                state, rows.get(user_id, []), retention_ms=s.retention_ms
+            )
+        await forward_sightings(sightings)
+        for request in probes:
+            if request.get("t") == "k":  # an identifier linked to this user by a conversion
+                if not _deleted(users.get(request["u"])):
+                    users[request["u"]] = note_link(
+                        users.get(request["u"]), request["k"], request["ts"]
+                    )
+                continue
+            state = users.get(request["u"])
+            answer = probe(
+                None if _deleted(state) else state,
+                request["u"],
+                request["adv"],
+                conversion_ts=request["ts"],
+                retention_ms=s.retention_ms,
+            )
+            await rt.send_keyed(
+                "cs-answer",
+                request["ck"],
+                {"t": "p", "ck": request["ck"], "r": request["r"], "u": request["u"], "a": answer},
+            )
+
+    async def apply_deletions(
+        event: Any,
+        rows: dict[str, list[list[Any]]],
+        seen_keys: dict[str, dict[str, int]],
+        sightings: dict[tuple[str, str], list[Any]],
+    ) -> None:
+        """Forget a user everywhere: this batch, the users table, the identifier index."""
+        try:
+            request = parse_deletion(event.message.value)
+        except Invalid as exc:
+            await rt.dead_letter(event, exc.reason, str(exc))
+            return
+        user_id = request.user_id
+        state = users.get(user_id)
+        keys = set((state or {}).get("k") or {}) | set(seen_keys.pop(user_id, {}))
+        rows.pop(user_id, None)
+        for pair in [pair for pair in sightings if pair[1] == user_id]:
+            del sightings[pair]
+        users[user_id] = {"deleted": request.ts}
+        by_partition: dict[int, list[str]] = defaultdict(list)
+        for key in sorted(keys):
+            by_partition[partition_for(key, s.partitions)].append(key)
+        for q, part_keys in by_partition.items():
+            await rt.send("cs-ident", None, {"t": "f", "u": user_id, "k": part_keys}, q)
+
+    async def forward_sightings(sightings: dict[tuple[str, str], list[Any]]) -> None:
+        by_partition: dict[int, list[list[Any]]] = defaultdict(list)
+        for (key, user_id), seen in sightings.items():
+            by_partition[partition_for(key, s.partitions)].append([key, user_id, *seen])
+        marks = {}
+        for p in tracker.partitions():
+            mark = tracker.watermark(p)
+            if mark is not None and mark > sent_marks.get(p, -1):
+                marks[str(p)] = mark
+        # Whether each partition this worker owns has a backlog: lookups are neither cut short
+        # by their ceiling nor released as stalled while it has (convstream/core/lookup_gate.py).
+        # Not
+        # for a partition that moved to another worker: never fetched here again, it would
+        # look behind for good, and its new owner reports it.
+        owned = tracker.partitions() & rt.active_partitions(ENGAGEMENT_TOPICS[0])
+        behind = {str(p): tracker.behind(p) for p in sorted(owned)}
+        news = behind != sent_behind
+        for q in range(s.partitions):
+            batch = by_partition.get(q)
+            if batch or marks or news:
+                msg = {"t": "s", "wm": marks, "s": batch or [], "b": behind}
+                await rt.send("cs-ident", None, msg, q)
+        sent_marks.update({int(p): m for p, m in marks.items()})
+        sent_behind.clear()
+        sent_behind.update(behind)
+        now_ms = None
+        for topic in ENGAGEMENT_TOPICS:
+            newest = tracker.newest(topic)
+            if newest is not None:
+                now_ms = max(now_ms or newest, newest)
+        if now_ms is not None and marks:
+            metrics.set_watermark_lag("engagements", (now_ms - min(marks.values())) / 1000)
+
+    @rt.app.agent(channel, name="users")
+    async def users_agent(stream: Any) -> None:
+        async for events in stream.take_events(s.batch_size, s.batch_within_s):
+            async with sending:
+                await process(events)
+
+    @rt.app.timer(interval=1.0)
+    async def forward_settled_marks() -> None:
+        """A topic partition counts as read to its end only after settling
+        (convstream/stream/watermarks.py):
+        once input stops, this sends the watermark that settling allows without new events.
+        """
+        async with sending:
+            await forward_sightings({})
+
+
+def _deleted(state: dict[str, Any] | None) -> bool:
+    return bool(state) and "deleted" in state

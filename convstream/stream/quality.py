@@ -1,0 +1,149 @@
+"""Event quality out of the pipeline: the ``convstream_eq_*`` gauges of a worker, and the
+``convstream quality`` command that scores the ``conversions`` and ``labels`` topics."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from convstream.core.dedupe import merge_user_data
+from convstream.core.evaluation import latest_labels
+from convstream.core.quality import (
+    DAY_MS,
+    USER_DATA_FIELDS,
+    QualityRow,
+    QualityTracker,
+    format_table,
+)
+from convstream.stream import metrics
+from convstream.stream.kafka import _at_end, _partitions, client_options, read_topic
+from convstream.stream.records import Invalid, parse_conversion
+from convstream.stream.settings import Settings
+
+_published: set[tuple[str, str]] = set()
+
+
+def publish(tracker: QualityTracker) -> list[QualityRow]:
+    """Set the event-quality gauges from ``tracker``; returns the rows published.
+
+    Advertisers off the allow-list are pooled into one "other" row per event name (as
+    ``metrics.set_event_quality`` asks), and rows that left the window lose their series.
+    """
+    rows = tracker.report(advertiser_group=metrics.advertiser_label)
+    current = {(row.advertiser_id, row.event_name) for row in rows}
+    if _published - current:
+        for gauge in (
+            metrics.EQ_PARAM_COVERAGE,
+            metrics.EQ_DEDUPE_RATE,
+            metrics.EQ_MATCH_RATE,
+            metrics.EQ_SCORE,
+        ):
+            gauge.clear()
+    for row in rows:
+        metrics.set_event_quality(
+            row.advertiser_id,
+            row.event_name,
+            param_coverage={USER_DATA_FIELDS[p]: share for p, share in row.coverage.items()},
+            dedupe_rate=row.dedupe_rate,
+            match_rate=row.match_rate,
+            score=row.score,
+        )
+    _published.clear()
+    _published.update(current)
+    return rows
+
+
+async def read_raw(settings: Settings, topic: str) -> AsyncIterator[tuple[str | None, bytes]]:
+    """(key, raw value) of every record of ``topic`` up to its current end.
+
+    ``convstream.stream.kafka.read_topic`` decodes every value as JSON, which stops at the first
+    malformed
+    record; the input topics may hold some, so they are read undecoded here.
+    """
+    consumer = AIOKafkaConsumer(
+        **client_options(settings), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        physical = settings.topic(topic)
+        tps = [TopicPartition(physical, p) for p in await _partitions(consumer, physical)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while True:
+            batch = await consumer.getmany(*tps, timeout_ms=1000)
+            for records in batch.values():
+                for r in records:
+                    yield (r.key.decode("utf-8", "replace") if r.key else None), r.value
+            if not batch and all([await _at_end(consumer, tp) for tp in tps]):
+                return
+    finally:
+        await consumer.stop()
+
+
+async def merged_conversions(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Valid conversions by key, copies merged as the worker does (first copy wins)."""
+    merged: dict[str, dict[str, Any]] = {}
+    async for _, raw in read_raw(settings, "conversions"):
+        try:
+            copy = parse_conversion(raw)
+        except Invalid:
+            continue
+        first = merged.get(copy.key)
+        if first is None:
+            merged[copy.key] = copy.as_dict()
+        else:
+            first["user_data"] = merge_user_data(first["user_data"], dict(copy.user_data))
+            first["sources"] = sorted({*first["sources"], copy.source})
+    return merged
+
+
+async def load_tracker(settings: Settings, window_ms: int) -> tuple[QualityTracker, int]:
+    """A tracker fed with every labelled conversion of the topics; and how many conversions
+    had no label yet (left out)."""
+    conversions = await merged_conversions(settings)
+    labels, _, _ = latest_labels([r["value"] async for r in read_topic(settings, "labels")])
+    tracker = QualityTracker(window_ms=window_ms)
+    unlabelled = 0
+    for key, conv in sorted(conversions.items(), key=lambda item: item[1]["ts"]):
+        label = labels.get(key)
+        if label is None:
+            unlabelled += 1
+        else:
+            tracker.observe(conv, label)
+    return tracker, unlabelled
+
+
+def run_quality(args: argparse.Namespace) -> int:
+    """``convstream quality``: print the event quality table of the topics."""
+    settings = Settings.from_env(
+        broker=getattr(args, "broker", None), topic_prefix=getattr(args, "topic_prefix", None)
+    )
+    window_days = getattr(args, "window_days", None) or 7.0
+    tracker, unlabelled = asyncio.run(load_tracker(settings, int(window_days * DAY_MS)))
+    rows = tracker.report()
+    if getattr(args, "json", False):
+        print(orjson.dumps([_as_dict(row) for row in rows], option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"event quality over the last {window_days:g} days of event time")
+    print(format_table(rows))
+    if unlabelled:
+        print(f"({unlabelled} conversions without a label yet are left out)")
+    return 0
+
+
+def _as_dict(row: QualityRow) -> dict[str, Any]:
+    return {
+        "advertiser_id": row.advertiser_id,
+        "event_name": row.event_name,
+        "n": row.n,
+        "coverage": row.coverage,
+        "dedupe_rate": row.dedupe_rate,
+        "match_rate": row.match_rate,
+        "score": row.score,
+        "advice": [{"param": a.param, "gain": a.gain, "text": a.text} for a in row.advice],
+    }

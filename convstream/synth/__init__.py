@@ -1,0 +1,1 @@
+"""The synthetic world: platform users, advertisers, ad traffic and conversions, with truth."""

@@ -31,14 +31,14 @@ def shared_examples(profile: str, seed: int) -> tuple[list[tuple[int, str, dict]
     lines, _ = generate(config_from_args(profile, seed=seed))
     engine = OfflineEngine(MatchModel)
     made: list[tuple[int, str, dict]] = []
-    share = engine._share
+    share = engine.lifecycle._share
 
     def recording(part: int, ts: int, key: str, example: dict[str, Any] | None) -> None:
         if example is not None:
             made.append((ts, key, example))
         share(part, ts, key, example)
 
-    engine._share = recording  # type: ignore[method-assign]
+    engine.lifecycle._share = recording  # type: ignore[method-assign]
     for line in lines:
         engine.feed(line)
     engine.finish()

@@ -1,15 +1,14 @@
-"""The offline reference engine: a replay file in, labels out, with the stream's pure functions.
+"""The offline engine: a replay file in, labels out, with no broker.
 
-Lines are read in file (arrival) order. Engagement events feed the identifier index and the
-user states; a conversion waits until engagements have been read past its event time plus the
-allowed lateness (the stream's watermark), then is looked up, probed and resolved by the match
-model of its partition (Kafka's murmur2 of the conversion key). A later copy that brings new
-identifiers re-resolves it, and a changed label goes out with the next revision. Feedback
-teaches from the stored snapshot. As in the worker, every learning example (self-supervised or
-feedback) goes to every partition's replica (``pooled_learning``; only to its own partition's
-otherwise), waits in that partition's :class:`LearningQueue` and is applied in event-time order
-``learning_delay_ms`` behind the decisions. ``convstream evaluate --replay``
-runs this for the model and the baselines side by side.
+It drives the same :class:`~convstream.core.lifecycle.Lifecycle` as the worker's conversions
+agent and answers its commands from memory, where the worker sends them over Kafka. Lines are
+read in file (arrival) order. Engagement events feed the identifier index and the user states,
+as the users and identifiers agents do; a conversion's lookups wait until engagements have been
+read past its event time plus the allowed lateness (the watermark), as they wait in the
+identifiers agent, and are then answered in event-time order; probes, links and decisions take
+effect at once (a replay read sequentially decides one conversion at a time, which is the order
+the worker's ordered-key turns enforce). ``convstream offline`` writes its labels;
+``convstream evaluate --replay`` runs it for the model and the baselines side by side.
 
 >>> from convstream.core.matching.baseline import RuleBaseline
 >>> T = 1_767_571_200_000
@@ -27,11 +26,12 @@ runs this for the model and the baselines side by side.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from convstream.core import coordinator
 from convstream.core.attribution import AttributionConfig
+from convstream.core.coordinator import DAY_MS, Policy
 from convstream.core.dedupe import conversion_key
 from convstream.core.engagements import (
     OWN_KINDS,
@@ -40,19 +40,13 @@ from convstream.core.engagements import (
     note_own_identifiers,
     probe,
 )
-from convstream.core.identity import (
-    conversion_identifiers,
-    engagement_identifiers,
-    hash_user_data,
-    sighting_families,
-)
+from convstream.core.identity import engagement_identifiers, hash_user_data, sighting_families
 from convstream.core.index import DEFAULT_MAX_USERS, add_sighting, lookup
-from convstream.core.learning_queue import Entry, LearningQueue
+from convstream.core.learning_queue import LearningQueue
+from convstream.core.lifecycle import HOUR_MS, Command, EmitLabel, Lifecycle
+from convstream.core.messages import IndexLink, Lookup, LookupAnswer, Probe, ProbeAnswer, UserLink
 from convstream.core.partitioning import partition_for
-from convstream.core.resolve import identity_links, resolve, select_probe_candidates
 
-DAY_MS = 24 * 3600 * 1000
-HOUR_MS = 3600 * 1000
 ENGAGEMENT_TOPICS = {"impressions": "view", "clicks": "click", "identity": None}
 
 
@@ -78,23 +72,32 @@ class OfflineEngine:
         pooled_learning: bool = True,
     ) -> None:
         self.partitions = partitions
-        self.pooled_learning = pooled_learning
         self.config = attribution_config or AttributionConfig()
         self.lookback_ms = lookback_ms
         self.top_k = top_k
-        self.max_candidates = max_candidates
         self.max_users = max_users
         self.lateness_ms = allowed_lateness_ms
         self.retention_ms = self.config.max_window_ms()
-        self.policy = coordinator.Policy(dedupe_window_ms=dedupe_window_ms)
-        self.matchers = [matcher_factory() for _ in range(partitions)]
-        self.queues = [LearningQueue(learning_delay_ms, m.learn_example) for m in self.matchers]
         self.index: dict[str, dict] = {}
         self.users: dict[str, dict] = {}
         self.states: dict[str, dict] = {}
-        self.clocks: list[int | None] = [None] * partitions
         self.watermark = 0
-        self.pending: list[tuple[int, int, str]] = []
+        self.lifecycle = Lifecycle(
+            self.states,
+            matcher_factory,
+            partitions=partitions,
+            policy=Policy(dedupe_window_ms=dedupe_window_ms),
+            config=lambda: self.config,
+            max_candidates=max_candidates,
+            learning_delay_ms=learning_delay_ms,
+            pooled_learning=pooled_learning,
+            clock=lambda: self.watermark,
+            wall=lambda: 0.0,
+        )
+        # Every replica from the start, so that each one queues every pooled example.
+        self.matchers = [self.lifecycle.model(p) for p in range(partitions)]
+        self.queues: list[LearningQueue] = [self.lifecycle.queue(p) for p in range(partitions)]
+        self.parked: list[tuple[int, int, Lookup]] = []  # lookups waiting for the watermark
         self.seq = 0
         self.labels: list[dict[str, Any]] = []
 
@@ -105,7 +108,8 @@ class OfflineEngine:
         elif topic == "conversions":
             self._conversion(value)
         elif topic == "feedback":
-            self._feedback(value)
+            key = conversion_key(value["advertiser_id"], value["event_name"], value["event_id"])
+            self._run(self.lifecycle.feedback(key, value.get("user_id"), value["ts"]))
 
     def _engagement(self, topic: str, v: dict[str, Any]) -> None:
         user, ts = v["user_id"], v["ts"]
@@ -144,11 +148,11 @@ class OfflineEngine:
             )
         if ts > self.watermark:
             self.watermark = ts
-            self._drain(ts - self.lateness_ms)
+            self._release(ts - self.lateness_ms)
 
     def _conversion(self, v: dict[str, Any]) -> None:
         key = conversion_key(v["advertiser_id"], v["event_name"], v["event_id"])
-        conv = {
+        copy = {
             "conversion_key": key,
             "event_id": v["event_id"],
             "event_name": v["event_name"],
@@ -159,104 +163,62 @@ class OfflineEngine:
             "sources": [v["source"]],
             "user_data": hash_user_data(v.get("user_data")),
         }
-        part = partition_for(key, self.partitions)
-        clock = self.clocks[part]
-        self.clocks[part] = v["ts"] if clock is None else max(clock, v["ts"])
-        state, outcome = coordinator.admit(
-            self.states.get(key), conv, clock_ts=clock, policy=self.policy
-        )
-        if state is None:
-            return
-        self.states[key] = state
-        if outcome == "new" or (outcome == "correction" and state["phase"] == "done"):
-            state["phase"] = "waiting"
-            self.seq += 1
-            heapq.heappush(self.pending, (conv["ts"], self.seq, key))
-            self._drain(self.watermark - self.lateness_ms)
+        self._run(self.lifecycle.conversion(copy, partition_for(key, self.partitions)))
+        self._release(self.watermark - self.lateness_ms)
 
-    def _drain(self, upto: int) -> None:
-        while self.pending and self.pending[0][0] <= upto:
-            _, _, key = heapq.heappop(self.pending)
-            self._resolve(key)
-
-    def _resolve(self, key: str) -> None:
-        state = self.states[key]
-        conv = state["conv"]
-        part = partition_for(key, self.partitions)
-        matcher, queue = self.matchers[part], self.queues[part]
-        queue.flush(conv["ts"])
-        ids = conversion_identifiers(conv["advertiser_id"], conv["user_data"])
-        answers = {
-            k: lookup(
-                self.index.get(k),
-                k,
-                conversion_ts=conv["ts"],
+    def _release(self, upto: float) -> None:
+        """Answer the parked lookups at or before ``upto``, oldest first."""
+        while self.parked and self.parked[0][0] <= upto:
+            _, _, request = heapq.heappop(self.parked)
+            answer = lookup(
+                self.index.get(request.key),
+                request.key,
+                conversion_ts=request.ts,
                 lookback_ms=self.lookback_ms,
                 top_k=self.top_k,
             )
-            for k in ids.values()
-        }
-        candidates = select_probe_candidates(conv, answers, self.max_candidates)
-        probes = {
-            u: probe(
-                self.users.get(u),
-                u,
-                conv["advertiser_id"],
-                conversion_ts=conv["ts"],
-                retention_ms=self.retention_ms,
+            self._run(
+                self.lifecycle.answer(LookupAnswer(request.conversion_key, request.round, answer))
             )
-            for u in candidates
-        }
-        settings = self.config.for_advertiser(conv["advertiser_id"])
-        label, decision = resolve(
-            conv,
-            answers,
-            probes,
-            matcher,
-            settings,
-            revision=state["revision"] + 1,
-            emitted_at=self.watermark,
-        )
-        self._share(
-            part, conv["ts"], key, matcher.self_supervised_example(conv, answers, probes, decision)
-        )
-        out = coordinator.settle(state, label, decision.snapshot)
-        if out is not None:
-            self.labels.append(out)
-        for link_key, user in identity_links(conv, decision):
-            self.index[link_key] = add_sighting(
-                self.index.get(link_key), user, conv["ts"], max_users=self.max_users
-            )
-            self.users[user] = note_link(self.users.get(user), link_key, conv["ts"])
-        truth = state.get("feedback")
-        if truth is not None and not truth.get("learned"):
-            truth["learned"] = True
-            example = matcher.feedback_example(decision.snapshot, truth["user_id"])
-            self._share(part, truth["ts"], key, example)
 
-    def _feedback(self, v: dict[str, Any]) -> None:
-        key = conversion_key(v["advertiser_id"], v["event_name"], v["event_id"])
-        state = self.states.get(key)
-        if state is None or state["phase"] == "feedback_first":
-            self.states[key] = coordinator.feedback_first(v.get("user_id"), v["ts"])
-            return
-        done = state["phase"] == "done" and state["snapshot"] is not None
-        state["feedback"] = {"user_id": v.get("user_id"), "ts": v["ts"], "learned": done}
-        if done:
-            part = partition_for(key, self.partitions)
-            example = self.matchers[part].feedback_example(state["snapshot"], v.get("user_id"))
-            self._share(part, v["ts"], key, example)
-
-    def _share(self, part: int, ts: int, key: str, example: dict[str, Any] | None) -> None:
-        """Queue a learning example for every replica (pooled learning) or for its own."""
-        if example is None:
-            return
-        entry = Entry.make(ts, key, example)
-        for target in range(self.partitions) if self.pooled_learning else (part,):
-            self.queues[target].push(entry)
+    def _run(self, commands: Iterable[Command]) -> None:
+        """Carry out commands in order, each one's consequences before the next command."""
+        todo = deque(commands)
+        while todo:
+            command = todo.popleft()
+            follow: list[Command] = []
+            if isinstance(command, Lookup):
+                self.seq += 1
+                heapq.heappush(self.parked, (command.ts, self.seq, command))
+            elif isinstance(command, Probe):
+                answer = probe(
+                    self.users.get(command.user_id),
+                    command.user_id,
+                    command.advertiser_id,
+                    conversion_ts=command.ts,
+                    retention_ms=self.retention_ms,
+                )
+                reply = ProbeAnswer(command.conversion_key, command.round, command.user_id, answer)
+                follow = self.lifecycle.probed(reply)
+            elif isinstance(command, EmitLabel):
+                self.labels.append(command.label)
+            elif isinstance(command, IndexLink):
+                self.index[command.key] = add_sighting(
+                    self.index.get(command.key),
+                    command.user_id,
+                    command.ts,
+                    max_users=self.max_users,
+                )
+            elif isinstance(command, UserLink):
+                self.users[command.user_id] = note_link(
+                    self.users.get(command.user_id), command.key, command.ts
+                )
+            # Decided, Admitted, Resolved and Reject need nothing here: one conversion is
+            # decided at a time, and offline there is no dead-letter topic or metric.
+            todo.extendleft(reversed(follow))
 
     def finish(self) -> list[dict[str, Any]]:
-        self._drain(float("inf"))
+        self._release(float("inf"))
         return self.labels
 
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from convstream.core.coordinator import Policy
+
 DAY_MS = 24 * 3600 * 1000
 HOUR_MS = 3600 * 1000
 
@@ -88,6 +90,15 @@ class Settings:
     # confidences do not depend on the order in which topics happened to be read.
     learning_delay_ms: int = 3_600_000
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def lifecycle_policy(self) -> Policy:
+        """The event-time rules of a conversion's life (:mod:`convstream.core.coordinator`)."""
+        return Policy(
+            dedupe_window_ms=self.dedupe_window_ms,
+            max_age_ms=self.max_conversion_age_ms,
+            max_future_ms=self.max_future_ms,
+            feedback_horizon_ms=self.feedback_horizon_ms,
+        )
 
     @property
     def lookup_wait_ceiling_s(self) -> float:

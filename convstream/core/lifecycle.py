@@ -1,0 +1,446 @@
+"""A conversion's whole life, written once: admit and dedupe, lookups, answers, probes, decision,
+label and revision, identity links, learning examples, feedback, expiry.
+
+:class:`Lifecycle` is a pure state machine: each method takes one typed event and returns the
+commands it causes, in order (messages of :mod:`convstream.core.messages` to send, and the
+:class:`EmitLabel`, :class:`Reject`, :class:`Admitted` and :class:`Resolved` effects). The worker's
+conversions agent (``convstream/stream/agents/conversions.py``) turns Kafka records into these
+calls and the commands into sends; the offline engine (:mod:`convstream.core.engine`) answers
+the same commands from memory. Neither holds a rule of its own.
+
+State lives in two mappings the driver hands in: conversion states by key (a Faust table in the
+worker, so every write is a changelog message; a dict offline) and model checkpoints. The
+match models, one replica per conversions partition, and their learning queues live here.
+
+Learning is pooled: every learning example (self-supervised or feedback) is queued for every
+replica this process holds and, through :meth:`Lifecycle.take_outbox`, sent to the others; each
+replica learns all of them in event-time order, ``learning_delay_ms`` behind its decisions
+(:mod:`convstream.core.learning_queue`). So every replica learns from all the traffic, however
+many partitions split it.
+
+>>> from convstream.core.matching.baseline import RuleBaseline
+>>> life = Lifecycle({}, RuleBaseline, partitions=1)
+>>> conv = {"conversion_key": "a:Purchase:1", "event_id": "1", "event_name": "Purchase",
+...         "advertiser_id": "a", "ts": 1_000, "sources": ["pixel"],
+...         "user_data": {"click_id": "k1"}}
+>>> life.conversion(conv, partition=0)
+[Admitted(conversion_key='a:Purchase:1', outcome='new'), \
+Lookup(key='click:k1', conversion_key='a:Purchase:1', round=0, ts=1000)]
+>>> answer = {"key": "click:k1", "kind": "click", "degree": 1, "users": [["u1", 900, 900, 1]]}
+>>> life.answer(LookupAnswer("a:Purchase:1", 0, answer))
+[Probe(user_id='u1', conversion_key='a:Purchase:1', round=0, advertiser_id='a', ts=1000)]
+>>> probe = {"user_id": "u1", "engagements": [[900, "click", "k1", "a", "c", "ad"]]}
+>>> [type(c).__name__ for c in life.probed(ProbeAnswer("a:Purchase:1", 0, "u1", probe))]
+['Resolved', 'EmitLabel']
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from convstream.core import coordinator
+from convstream.core.attribution import AttributionConfig
+from convstream.core.coordinator import ConversionState, Policy
+from convstream.core.identity import conversion_identifiers
+from convstream.core.learning_queue import Entry, LearningQueue
+from convstream.core.messages import (
+    ConversionKey,
+    Decided,
+    IndexLink,
+    Lookup,
+    LookupAnswer,
+    Probe,
+    ProbeAnswer,
+    SharedExample,
+    UserId,
+    UserLink,
+)
+from convstream.core.partitioning import partition_for
+from convstream.core.quality import QualityTracker
+from convstream.core.resolve import LINKED_KINDS, identity_links, resolve, select_probe_candidates
+
+HOUR_MS = 3600 * 1000
+
+
+# --- commands that are not messages -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A copy was taken: ``outcome`` is new, duplicate, correction or late (dedupe metrics)."""
+
+    conversion_key: ConversionKey
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A copy outside the event-time rules: to dead-letter with ``reason``."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The model of ``partition`` decided a conversion (whether or not its label changed)."""
+
+    conversion_key: ConversionKey
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class EmitLabel:
+    """A new or changed label (``label["revision"]`` set) for the labels topic."""
+
+    label: dict[str, Any]
+    partition: int
+
+
+Command = Admitted | Reject | Resolved | EmitLabel | Lookup | Probe | IndexLink | UserLink | Decided
+
+
+def key_for_partition(partition: int, partitions: int) -> str:
+    """A table key that Kafka's partitioner sends to ``partition``: where its model lives.
+
+    >>> partition_for(key_for_partition(3, 8), 8)
+    3
+    """
+    i = 0
+    while partition_for(f"model-{partition}-{i}", partitions) != partition:
+        i += 1
+    return f"model-{partition}-{i}"
+
+
+class Lifecycle:
+    """Conversions of the partitions one process owns; see the module docstring.
+
+    ``states`` holds each key's :data:`ConversionState`; ``checkpoints`` (optional) the models'
+    ``dumps()`` by :func:`key_for_partition`, written every ``checkpoint_every`` learning steps
+    and read when a replica first starts. ``local`` says which conversions partitions this
+    process owns (all of them by default); ``config`` gives the attribution settings in force,
+    ``clock`` a label's ``emitted_at`` and ``wall`` the wall time a round starts (read only by
+    :meth:`redrive`, never by an event-time rule). ``compact_examples`` queues examples as JSON
+    bytes, a quarter of their size as objects (a worker's queues hold an hour of traffic).
+    """
+
+    def __init__(
+        self,
+        states: MutableMapping[ConversionKey, ConversionState],
+        matcher_factory: Callable[[], Any],
+        *,
+        partitions: int,
+        policy: Policy | None = None,
+        config: Callable[[], AttributionConfig] | None = None,
+        max_candidates: int = 12,
+        learning_delay_ms: int = HOUR_MS,
+        pooled_learning: bool = True,
+        checkpoints: MutableMapping[str, bytes] | None = None,
+        checkpoint_every: int = 200,
+        local: Callable[[], Iterable[int]] | None = None,
+        clock: Callable[[], int] | None = None,
+        wall: Callable[[], float] = time.time,
+        compact_examples: bool = False,
+        on_model_start: Callable[[int, Any, bool], None] | None = None,
+    ) -> None:
+        self.states = states
+        self.matcher_factory = matcher_factory
+        self.partitions = partitions
+        self.policy = policy or Policy()
+        default = AttributionConfig()
+        self.config = config or (lambda: default)
+        self.max_candidates = max_candidates
+        self.learning_delay_ms = learning_delay_ms
+        self.pooled_learning = pooled_learning
+        self.checkpoints = checkpoints
+        self.checkpoint_every = checkpoint_every
+        self.local = local or (lambda: range(partitions))
+        self.clock = clock or (lambda: int(time.time() * 1000))
+        self.wall = wall
+        self.compact_examples = compact_examples
+        self.on_model_start = on_model_start
+        self.quality = QualityTracker()
+        self.models: dict[int, Any] = {}
+        self.queues: dict[int, LearningQueue] = {}
+        self.learned: dict[int, int] = {}
+        # Newest event time each replica decided at: how far its learning may go.
+        self.decided: dict[int, int] = {}
+        # Each partition's event-time clock: the newest conversion time admitted there.
+        self.clocks: dict[int, int] = {}
+        self._outbox: list[SharedExample] = []
+
+    # --- replicas ------------------------------------------------------------------------------
+
+    def model(self, partition: int) -> Any:
+        """The partition's replica, resumed from its checkpoint when there is one."""
+        model = self.models.get(partition)
+        if model is None:
+            blob = None
+            if self.checkpoints is not None:
+                blob = self.checkpoints.get(key_for_partition(partition, self.partitions))
+            model = self.matcher_factory.loads(blob) if blob else self.matcher_factory()
+            if self.on_model_start is not None:
+                self.on_model_start(partition, model, bool(blob))
+            self.models[partition] = model
+        return model
+
+    def queue(self, partition: int) -> LearningQueue:
+        queue = self.queues.get(partition)
+        if queue is None:
+            model = self.model(partition)
+            apply = _json_learner(model) if self.compact_examples else model.learn_example
+            queue = self.queues[partition] = LearningQueue(self.learning_delay_ms, apply)
+        return queue
+
+    def forget_partition(self, partition: int) -> None:
+        """A partition moved away takes its replica along; it reloads if it comes back."""
+        self.models.pop(partition, None)
+        self.queues.pop(partition, None)
+        self.decided.pop(partition, None)
+        self.learned.pop(partition, None)
+
+    def _learn_until(self, partition: int, ts: int) -> None:
+        steps = self.queue(partition).flush(ts)
+        if not steps:
+            return
+        before = self.learned.get(partition, 0)
+        self.learned[partition] = before + steps
+        if self.checkpoints is None or not hasattr(self.models[partition], "dumps"):
+            return
+        if self.learned[partition] // self.checkpoint_every > before // self.checkpoint_every:
+            key = key_for_partition(partition, self.partitions)
+            self.checkpoints[key] = self.models[partition].dumps()
+
+    def _entry(self, ts: int, key: ConversionKey, example: dict[str, Any]) -> Entry:
+        return (
+            Entry.as_json(ts, key, example)
+            if self.compact_examples
+            else Entry.make(ts, key, example)
+        )
+
+    def _share(self, partition: int, ts: int, key: ConversionKey, example: Any) -> None:
+        """Queue an example for the replicas here now, and for the others via the outbox.
+
+        The replicas here do not wait for a round trip: during a replay at full speed one burst
+        of decisions can span hours of event time, and replicas that got the examples back only
+        after the burst learned hours late (measured: worse labels, and labels that differed
+        more between one worker and three).
+        """
+        if example is None:
+            return
+        if not self.pooled_learning:
+            self.queue(partition).push(self._entry(ts, key, example))
+            return
+        local = sorted(set(self.local()) | {partition})
+        entry = self._entry(ts, key, example)
+        for target in local:
+            self.queue(target).push(entry)
+        if len(local) < self.partitions:
+            self._outbox.append(SharedExample(ts, key, example, local))
+
+    def take_outbox(self) -> list[SharedExample]:
+        """Examples made here since the last call, for the replicas of other processes."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def entries(self, shared: Iterable[SharedExample]) -> list[tuple[Entry, list[int]]]:
+        """Queue entries for examples another process made: built once, shared by every
+        replica here that queues them."""
+        return [(self._entry(x.ts, x.conversion_key, x.example), x.local) for x in shared]
+
+    def examples(
+        self, partition: int, entries: Iterable[tuple[Entry, list[int]]], *, own: bool
+    ) -> None:
+        """Examples (from :meth:`entries`) for the replica of ``partition``; with ``own`` they
+        were made here, and those this replica queued when they were made are skipped.
+
+        The replica learns what is already due by its newest decision (what its next decision
+        would learn first anyway), so that a replica between decisions does not sit on a growing
+        queue; one that has decided nothing yet goes by the others here.
+        """
+        queue = self.queue(partition)
+        for entry, local in entries:
+            if not (own and partition in local):
+                queue.push(entry)
+        clock = self.decided.get(partition, max(self.decided.values(), default=None))
+        if clock is not None:
+            self._learn_until(partition, clock)
+
+    # --- events --------------------------------------------------------------------------------
+
+    def conversion(self, copy: dict[str, Any], partition: int) -> list[Command]:
+        """A CAPI or pixel copy read on ``partition`` (first copy wins; later copies fill in
+        missing identifiers, and one that adds some starts a new round)."""
+        key = copy["conversion_key"]
+        state, outcome = coordinator.admit(
+            self.states.get(key), copy, clock_ts=self.clocks.get(partition), policy=self.policy
+        )
+        if outcome == "too_old":
+            return [Reject("too_old")]
+        if outcome == "future":
+            return [Reject("future_ts")]
+        self.clocks[partition] = max(self.clocks.get(partition, copy["ts"]), copy["ts"])
+        out: list[Command] = [Admitted(key, outcome)]
+        if state is None:
+            return out
+        if outcome in ("new", "correction"):
+            out += self._start_round(key, state)
+        else:
+            self.states[key] = state
+            if outcome == "duplicate" and state["label"] is not None:
+                self.quality.observe(state["conv"], state["label"])
+        return out
+
+    def feedback(self, key: ConversionKey, user_id: UserId | None, ts: int) -> list[Command]:
+        """Delayed truth for ``key``: taught at once if decided, else when it is."""
+        state = self.states.get(key)
+        if state is None or state["phase"] == "feedback_first":
+            self.states[key] = coordinator.feedback_first(user_id, ts)
+            return []
+        done = state["phase"] == "done" and state["snapshot"] is not None
+        state["feedback"] = {"user_id": user_id, "ts": ts, "learned": done}
+        self.states[key] = state
+        if done:
+            part = partition_for(key, self.partitions)
+            self._share(
+                part, ts, key, self.model(part).feedback_example(state["snapshot"], user_id)
+            )
+        return []
+
+    def answer(self, msg: LookupAnswer) -> list[Command]:
+        """The index's answer to one of the round's lookups."""
+        key = msg.conversion_key
+        state = self.states.get(key)
+        if state is None:
+            return []
+        if coordinator.on_answer(state, msg.round, msg.answer["key"], msg.answer):
+            return self._probe_or_finish(key, state)
+        self.states[key] = state
+        return []
+
+    def probed(self, msg: ProbeAnswer) -> list[Command]:
+        """A candidate's engagements for the round."""
+        key = msg.conversion_key
+        state = self.states.get(key)
+        if state is None:
+            return []
+        if coordinator.on_probe(state, msg.round, msg.user_id, msg.answer):
+            return self._finish(key, state)
+        self.states[key] = state
+        return []
+
+    def expire(self, active: Iterable[int]) -> int:
+        """Drop the states of ``active`` partitions past the dedupe and feedback horizons
+        (event time, the partition's clock); returns how many went."""
+        owned = set(active)
+        stale = []
+        for key, state in self.states.items():
+            partition = partition_for(key, self.partitions)
+            clock = self.clocks.get(partition)
+            if partition in owned and clock is not None:
+                if coordinator.expired(state, clock, self.policy):
+                    stale.append(key)
+        for key in stale:
+            del self.states[key]
+        return len(stale)
+
+    def redrive(
+        self, active: Iterable[int], *, since: float, now: float, after_s: float
+    ) -> list[Command]:
+        """Start again every round in flight since before ``since`` (the last rebalance), once
+        ``after_s`` have passed since then.
+
+        Lookups are parked in the memory of the identifiers agent; a worker that dies or loses
+        the partition after committing their offsets takes them along, and nothing else would
+        ever answer. A needless restart costs messages only: the old round's answers are
+        ignored.
+        """
+        if now - since < after_s:
+            return []
+        owned = set(active)
+        cut = [
+            key
+            for key, state in self.states.items()
+            if state["phase"] in ("lookup", "probe")
+            and state.get("round_at", 0) < since
+            and partition_for(key, self.partitions) in owned
+        ]
+        out: list[Command] = []
+        for key in cut:
+            out += self._start_round(key, self.states[key])
+        return out
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def _start_round(self, key: ConversionKey, state: ConversionState) -> list[Command]:
+        conv = state["conv"]
+        identifiers = conversion_identifiers(conv["advertiser_id"], conv["user_data"])
+        state, lookups = coordinator.start_round(state, identifiers)
+        state["round_at"] = self.wall()  # for redrive() only: never for event time
+        self.states[key] = state
+        if not lookups:
+            return self._probe_or_finish(key, state)
+        return [Lookup(ident, key, state["round"], conv["ts"]) for ident in lookups]
+
+    def _probe_or_finish(self, key: ConversionKey, state: ConversionState) -> list[Command]:
+        conv = state["conv"]
+        targets = coordinator.begin_probes(
+            state, select_probe_candidates(conv, state["answers"], self.max_candidates)
+        )
+        self.states[key] = state
+        if not targets:
+            return self._finish(key, state)
+        return [
+            Probe(user, key, state["round"], conv["advertiser_id"], conv["ts"]) for user in targets
+        ]
+
+    def _finish(self, key: ConversionKey, state: ConversionState) -> list[Command]:
+        conv = state["conv"]
+        part = partition_for(key, self.partitions)
+        model = self.model(part)
+        self.decided[part] = max(self.decided.get(part, conv["ts"]), conv["ts"])
+        self._learn_until(part, conv["ts"])
+        answers, probes = state["answers"], state["probes"]
+        label, decision = resolve(
+            conv,
+            answers,
+            probes,
+            model,
+            self.config().for_advertiser(conv["advertiser_id"]),
+            revision=0,
+            emitted_at=self.clock(),
+        )
+        self._share(
+            part, conv["ts"], key, model.self_supervised_example(conv, answers, probes, decision)
+        )
+        truth = state.get("feedback")
+        if truth is not None and not truth.get("learned"):
+            truth["learned"] = True
+            self._share(
+                part, truth["ts"], key, model.feedback_example(decision.snapshot, truth["user_id"])
+            )
+        emitted = coordinator.settle(state, label, decision.snapshot)
+        self.states[key] = state
+        self.quality.observe(conv, state["label"])
+        out: list[Command] = [Resolved(key, part)]
+        if emitted is not None:
+            out.append(EmitLabel(emitted, part))
+        # Every deterministic decision refreshes its links whether or not the label changed:
+        # their recency is a feature of later matches on those keys.
+        for link_key, user in identity_links(conv, decision):
+            out += [IndexLink(link_key, user, conv["ts"]), UserLink(link_key, user, conv["ts"])]
+        identifiers = conversion_identifiers(conv["advertiser_id"], conv["user_data"])
+        # After its links: the key's next ordered lookup may go out.
+        out += [Decided(identifiers[kind], key) for kind in LINKED_KINDS if kind in identifiers]
+        return out
+
+
+def _json_learner(model: Any) -> Callable[[bytes], None]:
+    def learn(example: bytes) -> None:
+        model.learn_example(orjson.loads(example))
+
+    return learn

@@ -220,7 +220,8 @@ class ConversionScorer:
         self.residual.learn(cell, among, offset=offset)
 
     def stats(self) -> dict[str, object]:
-        shifts = {c: est.shift(self.among_rate.mean) for c, est in self.label_shift.items()}
+        # peek, not shift: reading the model must not change it (a scrape would move labels).
+        shifts = {c: est.peek(self.among_rate.mean) for c, est in self.label_shift.items()}
         return {
             "present_auc": self.progress.summary()["auc"],
             "shift": {c: round(v, 3) for c, v in shifts.items()},

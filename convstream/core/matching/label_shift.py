@@ -68,6 +68,22 @@ class LabelShift:
         self.outputs.append(min(max(p, 1e-4), 1 - 1e-4))
         self._since += 1
 
+    def peek(self, training_rate: float) -> float:
+        """The shift :meth:`shift` last gave, for reporting: it re-runs no EM, because a
+        refresh at a moment that depends on who asks (a metrics scrape) would change the next
+        decisions' warm start and so the labels.
+
+        >>> est = LabelShift(prior_shift=0.5)
+        >>> est.observe(0.9); est.peek(0.5) == 0.5, est._cached is None
+        (True, True)
+        """
+        n = len(self.outputs)
+        if n == 0 or self._cached is None:
+            return self.prior_shift
+        estimate = logit(self._cached[1]) - logit(self._cached[0])
+        w = n / (n + self.prior_weight)
+        return w * estimate + (1.0 - w) * self.prior_shift
+
     def shift(self, training_rate: float) -> float:
         n = len(self.outputs)
         if n == 0:

@@ -1,0 +1,250 @@
+"""The conversions agent is an adapter: fake Kafka records in, the lifecycle's commands as sends.
+
+Driven without Faust or a broker: a fake runtime records every send, and a small transport
+answers the agent's lookups and probes from the offline engine's index and user states, the
+way the identifiers and users agents would. On a generated replay the agent then emits exactly
+the labels of the offline engine, which drives the same lifecycle.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from convstream.core import messages
+from convstream.core.engagements import note_link, probe
+from convstream.core.engine import OfflineEngine, run_offline
+from convstream.core.identity import sha256_hex
+from convstream.core.index import add_sighting, lookup
+from convstream.core.matching.model import MatchModel
+from convstream.core.partitioning import partition_for
+from convstream.stream.agents.conversions import ConversionsAdapter
+from convstream.stream.kafka import message_key
+from convstream.stream.settings import Settings
+
+T = 1_767_571_200_000
+MIN = 60_000
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    value: bytes
+    offset: int = 0
+
+
+@dataclass
+class Event:
+    message: Message
+
+
+@dataclass
+class FakeRuntime:
+    """What the adapter uses of :class:`convstream.stream.app.Runtime`, recording every send."""
+
+    settings: Settings = field(default_factory=Settings)
+    tables: dict[str, dict] = field(default_factory=lambda: {"conversions": {}, "models": {}})
+    sent: list[tuple[str, str | None, Any, int | None]] = field(default_factory=list)
+    dead: list[tuple[str, str]] = field(default_factory=list)
+
+    def logical_name(self, physical: str) -> str:
+        return physical
+
+    def active_partitions(self, topic: str) -> set[int]:
+        return set(range(self.settings.partitions))
+
+    async def send(self, topic: str, key: str | None, value: Any, partition: int | None = None):
+        self.sent.append((topic, key, value, partition))
+
+    async def send_keyed(self, topic: str, key: str, value: Any):
+        await self.send(topic, key, value, partition_for(key, self.settings.partitions))
+
+    async def dead_letter(self, event: Any, reason: str, detail: str = "") -> None:
+        self.dead.append((event.message.topic, reason))
+
+    def take(self) -> list[tuple[str, str | None, Any, int | None]]:
+        out, self.sent = self.sent, []
+        return out
+
+
+def record(topic: str, value: dict[str, Any], partitions: int = 4) -> Event:
+    key = message_key(topic, value)
+    partition = partition_for(key, partitions) if key is not None else 0
+    return Event(Message(topic, partition, orjson.dumps(value)))
+
+
+def conversion(event_id: str, ts: int, **user_data: Any) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "event_name": "Purchase",
+        "source": "capi",
+        "ts": ts,
+        "advertiser_id": "a",
+        "value": 5.0,
+        "currency": "USD",
+        "user_data": user_data,
+    }
+
+
+async def test_a_conversion_becomes_lookups_then_probes_then_a_label():
+    rt = FakeRuntime()
+    agent = ConversionsAdapter(rt)
+    em = sha256_hex("ann@example.com")
+    await agent.on_batch([record("conversions", conversion("o1", T, em=em))])
+    sends = rt.take()
+    assert [(topic, key) for topic, key, *_ in sends] == [("cs-ident", f"em:{em}")]
+    asked = messages.decode(sends[0][2])
+    assert asked == messages.Lookup(f"em:{em}", "a:Purchase:o1", 0, T)
+
+    answer = {"key": f"em:{em}", "kind": "em", "degree": 1, "users": [["u1", T - MIN, T, 1]]}
+    reply = messages.encode(messages.LookupAnswer("a:Purchase:o1", 0, answer))
+    await agent.on_batch([Event(Message("cs-answer", 0, reply))])
+    sends = rt.take()
+    assert [(topic, key) for topic, key, *_ in sends] == [("cs-probe", "u1")]
+    assert messages.decode(sends[0][2]) == messages.Probe("u1", "a:Purchase:o1", 0, "a", T)
+
+    engagements = {"user_id": "u1", "engagements": [[T - MIN, "click", "c1", "a", "k", "ad"]]}
+    reply = messages.encode(messages.ProbeAnswer("a:Purchase:o1", 0, "u1", engagements))
+    await agent.on_batch([Event(Message("cs-answer", 0, reply))])
+    sends = rt.take()
+    labels = [
+        orjson.loads(v) if isinstance(v, bytes) else v for t, _, v, _ in sends if t == "labels"
+    ]
+    assert [(lab["user_id"], lab["match_method"], lab["revision"]) for lab in labels] == [
+        ("u1", "deterministic:em", 0)
+    ]
+    assert labels[0]["credits"][0]["engagement_id"] == "c1"
+    # After the label: the email's next ordered lookup may go out.
+    decided = [messages.decode(v) for t, _, v, _ in sends if t == "cs-ident"]
+    assert messages.Decided(f"em:{em}", "a:Purchase:o1") in decided
+    # A duplicate copy changes nothing but the dedupe count; a stale answer is ignored.
+    await agent.on_batch([record("conversions", conversion("o1", T, em=em))])
+    await agent.on_batch([Event(Message("cs-answer", 0, reply))])
+    assert [t for t, *_ in rt.take()] == []
+
+
+async def test_bad_records_and_outliers_go_to_dead_letter():
+    rt = FakeRuntime()
+    agent = ConversionsAdapter(rt)
+    await agent.on_batch([Event(Message("conversions", 0, b"{not json"))])
+    await agent.on_batch([record("conversions", conversion("o1", T, click_id="k"))])
+    await agent.on_batch([record("conversions", conversion("o2", T - 8 * 24 * 60 * MIN))])
+    partition = record("conversions", conversion("o2", 0)).message.partition
+    on_o1 = record("conversions", conversion("o1", T)).message.partition
+    assert [reason for _, reason in rt.dead][0] != "too_old"
+    if partition == on_o1:  # the clock that judges "too old" is the partition's own
+        assert rt.dead[1:] == [("conversions", "too_old")]
+    await agent.on_batch([Event(Message("feedback", 0, b"[]"))])
+    assert rt.dead[-1][0] == "feedback"
+
+
+class Transport:
+    """The identifiers and users agents in memory: the engine's index and user states."""
+
+    def __init__(self, rt: FakeRuntime, agent: ConversionsAdapter) -> None:
+        self.rt, self.agent = rt, agent
+        self.memory = OfflineEngine(MatchModel, partitions=rt.settings.partitions)
+        self.parked: list[tuple[int, int, messages.Lookup]] = []
+        self.labels: list[dict[str, Any]] = []
+        self.seq = 0
+
+    async def feed(self, line: dict[str, Any]) -> None:
+        topic, value = line["topic"], line["value"]
+        if topic in ("impressions", "clicks", "identity"):
+            before = self.memory.watermark
+            self.memory._engagement(topic, value)
+            if self.memory.watermark > before:
+                await self.release(self.memory.watermark - self.memory.lateness_ms)
+        else:
+            await self.agent.on_batch([record(topic, value)])
+            await self.deliver()
+            await self.release(self.memory.watermark - self.memory.lateness_ms)
+
+    async def release(self, upto: float) -> None:
+        while self.parked and self.parked[0][0] <= upto:
+            _, _, ask = heapq.heappop(self.parked)
+            entry = self.memory.index.get(ask.key)
+            answer = lookup(
+                entry, ask.key, conversion_ts=ask.ts, lookback_ms=30 * 86_400_000, top_k=8
+            )
+            reply = messages.LookupAnswer(ask.conversion_key, ask.round, answer)
+            await self.agent.on_batch([Event(Message("cs-answer", 0, messages.encode(reply)))])
+            await self.deliver()
+
+    async def deliver(self) -> None:
+        """Answer what the agent sent, each reply's consequences before the next send."""
+        pending = self.rt.take()
+        while pending:
+            topic, _, value, _ = pending.pop(0)
+            if topic == "labels":
+                self.labels.append(value)
+                continue
+            if topic == "cs-learn":
+                continue
+            message = messages.decode(value)
+            follow: list = []
+            if isinstance(message, messages.Lookup):
+                self.seq += 1
+                heapq.heappush(self.parked, (message.ts, self.seq, message))
+            elif isinstance(message, messages.Probe):
+                users = self.memory.users
+                answer = probe(
+                    users.get(message.user_id),
+                    message.user_id,
+                    message.advertiser_id,
+                    conversion_ts=message.ts,
+                    retention_ms=self.memory.retention_ms,
+                )
+                reply = messages.ProbeAnswer(
+                    message.conversion_key, message.round, message.user_id, answer
+                )
+                await self.agent.on_batch([Event(Message("cs-answer", 0, messages.encode(reply)))])
+                follow = self.rt.take()
+            elif isinstance(message, messages.IndexLink):
+                index = self.memory.index
+                index[message.key] = add_sighting(
+                    index.get(message.key), message.user_id, message.ts
+                )
+            elif isinstance(message, messages.UserLink):
+                users = self.memory.users
+                users[message.user_id] = note_link(
+                    users.get(message.user_id), message.key, message.ts
+                )
+            pending[:0] = follow
+
+
+@pytest.fixture(scope="module")
+def replay():
+    from convstream.synth.generate import config_from_args, generate
+
+    lines, _ = generate(config_from_args("heavy-sharing", users=600, days=7, seed=5))
+    return lines
+
+
+async def test_the_agent_gives_the_offline_engines_labels(replay):
+    rt = FakeRuntime(settings=Settings(learning_delay_ms=3_600_000))
+    agent = ConversionsAdapter(rt)
+    transport = Transport(rt, agent)
+    for line in replay:
+        await transport.feed(line)
+    await transport.release(float("inf"))
+
+    def gist(label: dict[str, Any]) -> tuple:
+        credits = [(c["engagement_id"], round(c["label_weight"], 9)) for c in label["credits"]]
+        return (
+            label["conversion_key"],
+            label["revision"],
+            label["user_id"],
+            label["match_method"],
+            round(label["match_confidence"], 9),
+            credits,
+        )
+
+    offline = run_offline(replay, MatchModel)
+    assert len(offline) > 100
+    assert [gist(lab) for lab in transport.labels] == [gist(lab) for lab in offline]

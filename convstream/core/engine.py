@@ -67,7 +67,7 @@ class OfflineEngine:
         max_candidates: int = 12,
         max_users: int = DEFAULT_MAX_USERS,
         allowed_lateness_ms: int = 300_000,
-        dedupe_window_ms: int = 2 * DAY_MS,
+        policy: Policy | None = None,
         learning_delay_ms: int = HOUR_MS,
         pooled_learning: bool = True,
     ) -> None:
@@ -86,7 +86,7 @@ class OfflineEngine:
             self.states,
             matcher_factory,
             partitions=partitions,
-            policy=Policy(dedupe_window_ms=dedupe_window_ms),
+            policy=policy or Policy(),
             config=lambda: self.config,
             max_candidates=max_candidates,
             learning_delay_ms=learning_delay_ms,
@@ -232,8 +232,9 @@ def run_offline(
     ``matcher_factory`` makes one model per partition (``MatchModel``, ``RuleBaseline``, ...).
     Keyword options are those of :class:`OfflineEngine`: ``partitions`` (4),
     ``attribution_config``, ``lookback_ms`` (30 d), ``top_k`` (8), ``max_candidates`` (12),
-    ``max_users`` (64), ``allowed_lateness_ms`` (5 min), ``dedupe_window_ms`` (48 h),
-    ``learning_delay_ms`` (1 h): the worker's defaults.
+    ``max_users`` (64), ``allowed_lateness_ms`` (5 min), ``policy`` (the event-time rules),
+    ``learning_delay_ms`` (1 h): the worker's defaults (``Settings.offline_options()`` gives
+    the options of any worker's settings).
     """
     engine = OfflineEngine(matcher_factory, **options)
     for line in replay_lines:

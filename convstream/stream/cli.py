@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,33 @@ def cmd_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_offline(args: argparse.Namespace) -> int:
+    """The labels a worker with these settings gives for a replay, without a broker."""
+    from convstream.core.engine import run_offline
+    from convstream.core.evaluation import load_jsonl
+    from convstream.core.matching.model import MatchModel
+
+    settings = _settings(args)
+    started = time.monotonic()
+    replay = load_jsonl(args.replay)
+    labels = run_offline(replay, MatchModel, **settings.offline_options())
+    out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+    try:
+        for label in labels:
+            out.write(orjson.dumps(label) + b"\n")
+    finally:
+        out.flush()
+        if args.output:
+            out.close()
+    keys = len({label["conversion_key"] for label in labels})
+    print(
+        f"{len(replay):,} events in, {len(labels):,} labels for {keys:,} conversions out "
+        f"in {time.monotonic() - started:.1f} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from convstream.stream.evaluate_cli import run_evaluate
 
@@ -159,6 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true")
     p.add_argument("--topic", default="labels", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_labels)
+
+    p = sub.add_parser(
+        "offline", help="the labels a worker gives for a replay file, computed without a broker"
+    )
+    p.add_argument("replay", help="a replay file (convstream generate -o)")
+    p.add_argument("-o", "--output", help="labels as JSON Lines, as `convstream labels` writes")
+    p.add_argument(
+        "--partitions",
+        type=int,
+        help="the worker's partitions per topic (env CONVSTREAM_PARTITIONS)",
+    )
+    p.set_defaults(func=cmd_offline)
 
     p = sub.add_parser("evaluate", help="score labels against a truth file")
     p.add_argument("--labels", required=True)

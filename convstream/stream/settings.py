@@ -100,6 +100,26 @@ class Settings:
             feedback_horizon_ms=self.feedback_horizon_ms,
         )
 
+    def offline_options(self) -> dict[str, Any]:
+        """The keyword options of :class:`convstream.core.engine.OfflineEngine` that give the
+        labels a worker with these settings gives (the attribution file read once)."""
+        from convstream.core.settings_file import load_attribution_config
+
+        config = (
+            load_attribution_config(self.attribution_config) if self.attribution_config else None
+        )
+        return {
+            "partitions": self.partitions,
+            "attribution_config": config,
+            "lookback_ms": self.lookback_ms,
+            "top_k": self.top_k,
+            "max_candidates": self.max_candidates,
+            "max_users": self.max_users_per_identifier,
+            "allowed_lateness_ms": self.allowed_lateness_ms,
+            "policy": self.lifecycle_policy(),
+            "learning_delay_ms": self.learning_delay_ms,
+        }
+
     @property
     def lookup_wait_ceiling_s(self) -> float:
         return max(self.lookup_ceiling_s, self.max_wait_s)

@@ -126,6 +126,8 @@ class Lifecycle:
     ``clock`` a label's ``emitted_at`` and ``wall`` the wall time a round starts (read only by
     :meth:`redrive`, never by an event-time rule). ``compact_examples`` queues examples as JSON
     bytes, a quarter of their size as objects (a worker's queues hold an hour of traffic).
+    ``broadcast`` puts every pooled example in the outbox for the other processes (a worker:
+    which partitions another worker owns changes with every rebalance).
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class Lifecycle:
         wall: Callable[[], float] = time.time,
         compact_examples: bool = False,
         on_model_start: Callable[[int, Any, bool], None] | None = None,
+        broadcast: bool = False,
     ) -> None:
         self.states = states
         self.matcher_factory = matcher_factory
@@ -163,6 +166,7 @@ class Lifecycle:
         self.wall = wall
         self.compact_examples = compact_examples
         self.on_model_start = on_model_start
+        self.broadcast = broadcast
         self.quality = QualityTracker()
         self.models: dict[int, Any] = {}
         self.queues: dict[int, LearningQueue] = {}
@@ -239,7 +243,7 @@ class Lifecycle:
         entry = self._entry(ts, key, example)
         for target in local:
             self.queue(target).push(entry)
-        if len(local) < self.partitions:
+        if self.broadcast:
             self._outbox.append(SharedExample(ts, key, example, local))
 
     def take_outbox(self) -> list[SharedExample]:

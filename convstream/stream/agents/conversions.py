@@ -76,6 +76,7 @@ class ConversionsAdapter:
             checkpoint_every=s.checkpoint_every,
             local=lambda: rt.active_partitions("conversions"),
             compact_examples=True,
+            broadcast=True,
             on_model_start=_model_started,
         )
         self.arrivals: dict[str, float] = {}

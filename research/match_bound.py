@@ -61,7 +61,8 @@ from convstream.core.engine import run_offline
 from convstream.core.evaluation import EvalReport, evaluate
 from convstream.core.matching.features import LONG_AGO, PAIR_FEATURES, log_age
 from convstream.core.matching.model import MatchDecision, MatchModel
-from convstream.synth.generate import DAY_MS, ReplayLine, config_from_args, generate
+from convstream.core.units import DAY_MS
+from convstream.synth.generate import ReplayLine, config_from_args, generate
 
 ConversionKey = str
 UserId = str

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-DAY_MS = 24 * 60 * 60 * 1000
+from convstream.core.units import DAY_MS
+
 ATTRIBUTION_MODELS = ("last_touch", "first_touch", "linear", "time_decay", "position_based")
 ENGAGEMENT_TYPES = ("click", "view")
 

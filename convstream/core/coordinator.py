@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from convstream.core.dedupe import merge_user_data
+from convstream.core.units import DAY_MS
 
 ConversionState = dict[str, Any]
-
-DAY_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)

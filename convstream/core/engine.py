@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from convstream.core.attribution import AttributionConfig
-from convstream.core.coordinator import DAY_MS, Policy
+from convstream.core.coordinator import Policy
 from convstream.core.dedupe import conversion_key
 from convstream.core.engagements import (
     OWN_KINDS,
@@ -43,9 +43,10 @@ from convstream.core.engagements import (
 from convstream.core.identity import engagement_identifiers, hash_user_data, sighting_families
 from convstream.core.index import DEFAULT_MAX_USERS, add_sighting, lookup
 from convstream.core.learning_queue import LearningQueue
-from convstream.core.lifecycle import HOUR_MS, Command, EmitLabel, Lifecycle
+from convstream.core.lifecycle import Command, EmitLabel, Lifecycle
 from convstream.core.messages import IndexLink, Lookup, LookupAnswer, Probe, ProbeAnswer, UserLink
 from convstream.core.partitioning import partition_for
+from convstream.core.units import DAY_MS, HOUR_MS
 
 ENGAGEMENT_TOPICS = {"impressions": "view", "clicks": "click", "identity": None}
 

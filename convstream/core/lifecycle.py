@@ -63,9 +63,7 @@ from convstream.core.messages import (
 from convstream.core.partitioning import partition_for
 from convstream.core.quality import QualityTracker
 from convstream.core.resolve import LINKED_KINDS, identity_links, resolve, select_probe_candidates
-
-HOUR_MS = 3600 * 1000
-
+from convstream.core.units import HOUR_MS
 
 # --- commands that are not messages -----------------------------------------------------------
 

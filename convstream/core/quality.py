@@ -44,7 +44,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-DAY_MS = 24 * 3600 * 1000
+from convstream.core.units import DAY_MS
+
 DEFAULT_WINDOW_MS = 7 * DAY_MS
 
 Param = str

@@ -33,7 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from convstream.core.attribution import DAY_MS, AttributionConfig, AttributionSettings
+from convstream.core.attribution import AttributionConfig, AttributionSettings
+from convstream.core.units import DAY_MS
 
 _DURATIONS = ("click_window", "view_window", "half_life")
 _ALLOWED_KEYS = frozenset(

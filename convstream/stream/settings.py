@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convstream.core.coordinator import Policy
-
-DAY_MS = 24 * 3600 * 1000
-HOUR_MS = 3600 * 1000
+from convstream.core.units import DAY_MS, HOUR_MS
 
 #: Logical topic names; the physical name is ``topic_prefix + name``.
 INPUT_TOPICS = ("impressions", "clicks", "identity", "conversions", "feedback", "privacy")
@@ -88,7 +86,7 @@ class Settings:
     checkpoint_every: int = 200
     # The match model learns this far behind its decisions, in event-time order, so that label
     # confidences do not depend on the order in which topics happened to be read.
-    learning_delay_ms: int = 3_600_000
+    learning_delay_ms: int = HOUR_MS
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def lifecycle_policy(self) -> Policy:

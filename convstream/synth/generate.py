@@ -27,15 +27,13 @@ from typing import Any
 
 import orjson
 
+from convstream.core.units import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
+
 ReplayLine = dict[str, Any]
 TruthRow = dict[str, Any]
 
 #: Simulation epoch: 2026-01-05T00:00:00Z, a Monday. Never wall-clock.
 START_MS = 1_767_571_200_000
-SECOND_MS = 1_000
-MINUTE_MS = 60 * SECOND_MS
-HOUR_MS = 60 * MINUTE_MS
-DAY_MS = 24 * HOUR_MS
 #: Truth last touch: the last click within 30 days, else the last view within 1 day (inclusive).
 CLICK_WINDOW_MS = 30 * DAY_MS
 VIEW_WINDOW_MS = DAY_MS

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convstream.core.quality import DAY_MS, PARAMS, QualityTracker, format_table, score
+from convstream.core.quality import PARAMS, QualityTracker, format_table, score
+from convstream.core.units import DAY_MS
 
 _ids = itertools.count()
 HASH = "a" * 64

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from convstream.core.dedupe import merge_user_data
+from convstream.core.dedupe import identifier_gain, merge_user_data
 from convstream.core.units import DAY_MS
 
 ConversionState = dict[str, Any]
@@ -83,7 +83,7 @@ def admit(
     if clock_ts is not None and clock_ts - first["ts"] > policy.dedupe_window_ms:
         return state, "late"
     merged_ud = merge_user_data(first["user_data"], conv["user_data"])
-    gained = [k for k, v in merged_ud.items() if v and not first["user_data"].get(k)]
+    gained = identifier_gain(first["user_data"], merged_ud)
     sources = sorted(set(first["sources"]) | set(conv["sources"]))
     state["conv"] = {**first, "user_data": merged_ud, "sources": sources}
     return state, "correction" if gained else "duplicate"

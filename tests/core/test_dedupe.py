@@ -1,20 +1,10 @@
 from __future__ import annotations
 
-import itertools
-
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convstream.core.dedupe import (
-    DEFAULT_DEDUPE_WINDOW_MS,
-    classify_copy,
-    conversion_key,
-    expired,
-    first_copy_state,
-    identifier_gain,
-    merge_user_data,
-)
+from convstream.core.coordinator import Policy, admit
+from convstream.core.dedupe import conversion_key, identifier_gain, merge_user_data
 
 W = 1_000
 
@@ -24,7 +14,7 @@ def test_conversion_key():
 
 
 def test_default_window_is_48h():
-    assert DEFAULT_DEDUPE_WINDOW_MS == 48 * 3600 * 1000
+    assert Policy().dedupe_window_ms == 48 * 3600 * 1000
 
 
 def test_merge_first_copy_wins():
@@ -87,69 +77,48 @@ def test_merge_then_gain_detects_new_identifiers():
     assert identifier_gain(first, merged) == ["ph"]
 
 
-# --- classify_copy ---------------------------------------------------------------------------
+# --- admission (convstream.core.coordinator.admit) -------------------------------------------
 
 
-def test_first_copy_is_new():
-    assert classify_copy(None, copy_ts=10_000, clock_ts=10_000, window_ms=W) == "new"
+def _copy(ts: int, source: str, **user_data: str) -> dict:
+    return {
+        "conversion_key": "a:Purchase:o1",
+        "ts": ts,
+        "sources": [source],
+        "user_data": user_data,
+    }
 
 
-@pytest.mark.parametrize(("copy_ts", "decision"), [(9_000, "new"), (8_999, "late")])
-def test_late_edge_without_state(copy_ts, decision):
-    assert classify_copy(None, copy_ts, clock_ts=10_000, window_ms=W) == decision
+COPIES = [
+    _copy(10_000, "pixel", client_ip_address="10.0.0.1"),
+    _copy(10_000, "capi", em="h-em"),
+    _copy(10_400, "capi", ph="h-ph", em="h-other"),
+    _copy(10_900, "pixel"),
+]
 
 
-@pytest.mark.parametrize(
-    ("copy_ts", "decision"),
-    [(11_000, "duplicate"), (9_000, "duplicate"), (11_001, "new"), (8_999, "late")],
-)
-def test_duplicate_edges_with_live_state(copy_ts, decision):
-    state = first_copy_state(10_000, clock_ts=10_000)
-    clock = max(10_000, copy_ts)
-    assert classify_copy(state, copy_ts, clock_ts=clock, window_ms=W) == decision
+@given(st.permutations(COPIES))
+def test_copies_within_the_window_are_one_conversion_in_any_order(copies):
+    policy = Policy(dedupe_window_ms=W)
+    state, outcomes = None, []
+    for copy in copies:
+        state, outcome = admit(state, copy, clock_ts=max(c["ts"] for c in copies), policy=policy)
+        outcomes.append(outcome)
+    assert outcomes[0] == "new" and set(outcomes[1:]) <= {"duplicate", "correction"}
+    assert set(state["conv"]["user_data"]) == {"client_ip_address", "em", "ph"}
+    assert state["conv"]["sources"] == ["capi", "pixel"]
+    # The first copy that carried an email is the one whose email stays.
+    first_em = next(c["user_data"]["em"] for c in copies if "em" in c["user_data"])
+    assert state["conv"]["user_data"]["em"] == first_em
 
 
-def test_expired_edges():
-    state = first_copy_state(10_000, clock_ts=10_500)
-    assert not expired(state, 11_500, W)
-    assert expired(state, 11_501, W)
-    assert expired(None, 0, W)
-
-
-def test_expired_state_is_ignored():
-    state = first_copy_state(10_000, clock_ts=10_000)
-    # Clock moved past the window: state is gone, an in-window copy counts as new again...
-    assert classify_copy(state, copy_ts=10_500, clock_ts=11_001, window_ms=W) == "new"
-    # ...and one older than the horizon is late.
-    assert classify_copy(state, copy_ts=10_000, clock_ts=11_001, window_ms=W) == "late"
-
-
-def test_late_first_copy_still_dedupes_followers():
-    """A first copy that arrived late anchors its window at the clock when it was seen."""
-    state = first_copy_state(10_000, clock_ts=10_900)
-    assert classify_copy(state, copy_ts=10_100, clock_ts=11_800, window_ms=W) == "duplicate"
-
-
-def test_event_time_only_the_clock_is_what_we_pass():
-    state = first_copy_state(0, clock_ts=0)
-    # Same inputs, same answer: no hidden wall clock.
-    answers = {classify_copy(state, 500, clock_ts=600, window_ms=W) for _ in range(3)}
-    assert answers == {"duplicate"}
-
-
-@given(
-    st.lists(st.integers(min_value=0, max_value=5_000), min_size=2, max_size=4),
-)
-def test_capi_pixel_copies_within_window_dedupe_in_any_order(times):
-    """Copies within the window of each other give exactly one "new", whatever the order."""
-    span = max(times) - min(times)
-    for order in itertools.permutations(times):
-        state, clock, decisions = None, 0, []
-        for ts in order:
-            clock = max(clock, ts)
-            d = classify_copy(state, ts, clock_ts=clock, window_ms=span + 1)
-            decisions.append(d)
-            if d == "new":
-                state = first_copy_state(ts, clock)
-        assert decisions.count("new") == 1 and decisions[0] == "new"
-        assert decisions.count("late") == 0
+def test_a_copy_past_the_window_is_late_and_one_older_than_the_max_age_too_old():
+    policy = Policy(dedupe_window_ms=W, max_age_ms=10 * W)
+    state, _ = admit(None, _copy(10_000, "pixel"), clock_ts=10_000, policy=policy)
+    assert admit(state, _copy(10_000, "capi", em="h"), clock_ts=10_000 + W, policy=policy)[1] == (
+        "correction"
+    )
+    assert admit(state, _copy(10_000, "capi"), clock_ts=10_001 + W, policy=policy)[1] == "late"
+    assert admit(None, _copy(10_000, "capi"), clock_ts=10_001 + 10 * W, policy=policy)[1] == (
+        "too_old"
+    )

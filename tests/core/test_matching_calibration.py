@@ -6,14 +6,7 @@ import random
 
 import pytest
 
-from convstream.core.matching.calibration import (
-    BetaRate,
-    BinnedCalibrator,
-    OnlineLogit,
-    PlattScaler,
-    logit,
-    sigmoid,
-)
+from convstream.core.matching.calibration import BetaRate, OnlineLogit, logit, sigmoid
 from convstream.core.matching.label_shift import LabelShift, em_prior
 from convstream.core.matching.progressive import RollingECE
 
@@ -40,26 +33,18 @@ def _stream(n: int, seed: int, truth):
         lambda p: sigmoid(2.5 * logit(p) + 0.5),  # underconfident
     ],
 )
-@pytest.mark.parametrize("calibrator", [PlattScaler, BinnedCalibrator])
-def test_miscalibrated_stream_gets_calibrated(calibrator, truth):
-    cal = calibrator()
+def test_online_logit_on_the_score_calibrates_a_miscalibrated_stream(truth):
+    """Platt scaling, as the match model's residual does it: an OnlineLogit on [1, logit]."""
+    cal = OnlineLogit([0.0, 1.0], prior_var=1.0)
     raw, calibrated = [], []
     for i, (p, y) in enumerate(_stream(30_000, seed=7, truth=truth)):
+        x = [1.0, logit(p)]
         if i >= 15_000:  # progressive: score before learning, judge the second half
             raw.append((p, y))
-            calibrated.append((cal.predict(p), y))
-        cal.learn(p, y)
+            calibrated.append((cal.predict(x), y))
+        cal.learn(x, y)
     assert _ece(raw) > 0.08
     assert _ece(calibrated) < 0.02
-
-
-def test_platt_starts_at_identity_and_stays_monotone():
-    platt = PlattScaler()
-    assert platt.predict(0.8) == pytest.approx(0.8)
-    for p, y in _stream(2_000, seed=1, truth=lambda p: p * 0.5):
-        platt.learn(p, y)
-    grid = [platt.predict(q / 20) for q in range(1, 20)]
-    assert grid == sorted(grid)
 
 
 def test_online_logit_learns_an_offset_model():

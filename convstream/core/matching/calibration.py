@@ -1,21 +1,16 @@
 """Online calibration: turn a score into a probability that is right on average.
 
-River 0.26 has no calibration module, so this one provides three small learners that are all
-fitted on the progressive stream (predict first, then learn the outcome):
+River 0.26 has no calibration module, so this one provides the small learners the match model
+fits on the progressive stream (predict first, then learn the outcome): ``BetaRate``, the
+posterior mean of a success rate (the precision of a deterministic identifier kind);
+``LikelihoodRatio``; and ``OnlineLogit``, a logistic model with a Gaussian prior fitted by
+online Newton steps.
 
-- ``PlattScaler``: ``p = sigmoid(a * logit + b)`` fitted by online Newton steps (a 2x2 Laplace
-  posterior), so a handful of outcomes already move it and it never forgets its prior entirely.
-- ``BinnedCalibrator``: Beta counts per score bin, shrunk toward the raw score and made monotone
-  by pool-adjacent-violators when read; it fixes shapes that one sigmoid cannot.
-- ``BetaRate``: the posterior mean of a success rate, used for the precision of a deterministic
-  identifier kind.
-
->>> platt = PlattScaler()
->>> for _ in range(400):
-...     platt.learn(0.9, True)
-...     platt.learn(0.9, False)
->>> round(platt.predict(0.9), 2)
-0.5
+>>> rate = BetaRate(prior=0.9, weight=10)
+>>> for _ in range(90):
+...     rate.update(False)
+>>> round(rate.mean, 2)
+0.09
 """
 
 from __future__ import annotations
@@ -43,111 +38,6 @@ def logit(p: float, eps: float = 1e-6) -> float:
     """
     p = min(max(p, eps), 1.0 - eps)
     return math.log(p / (1.0 - p))
-
-
-class PlattScaler:
-    """Online Platt scaling of a probability, starting at the identity map.
-
-    ``prior_strength`` is the precision of the Gaussian prior on ``(a, b)`` around ``(1, 0)``;
-    ``decay`` (< 1) slowly forgets old curvature so that the map follows drift.
-    """
-
-    def __init__(self, prior_strength: float = 4.0, decay: float = 0.999):
-        self.a, self.b = 1.0, 0.0
-        self.decay = decay
-        self.prior_strength = prior_strength
-        self.h = [[prior_strength, 0.0], [0.0, prior_strength]]
-        self.n = 0
-
-    def predict(self, p: float) -> float:
-        return sigmoid(self.a * logit(p) + self.b)
-
-    def learn(self, p: float, y: bool, weight: float = 1.0) -> None:
-        z = logit(p)
-        q = sigmoid(self.a * z + self.b)
-        g = (q - float(y)) * weight
-        w = max(q * (1.0 - q), 1e-4) * weight
-        h = self.h
-        floor = self.prior_strength * (1.0 - self.decay)
-        h[0][0] = h[0][0] * self.decay + w * z * z + floor
-        h[0][1] = h[0][1] * self.decay + w * z
-        h[1][0] = h[0][1]
-        h[1][1] = h[1][1] * self.decay + w + floor
-        det = h[0][0] * h[1][1] - h[0][1] * h[1][0]
-        da = (h[1][1] * g * z - h[0][1] * g) / det
-        db = (h[0][0] * g - h[1][0] * g * z) / det
-        self.a = min(max(self.a - da, 0.05), 20.0)
-        self.b = min(max(self.b - db, -20.0), 20.0)
-        self.n += 1
-
-
-class BinnedCalibrator:
-    """Histogram calibration with a prior: each bin's rate is shrunk toward the raw score.
-
-    >>> cal = BinnedCalibrator(bins=10, prior_weight=2.0)
-    >>> for _ in range(500):
-    ...     cal.learn(0.85, False)
-    >>> cal.predict(0.85) < 0.05
-    True
-    """
-
-    def __init__(self, bins: int = 20, prior_weight: float = 5.0, decay: float = 1.0):
-        self.bins = bins
-        self.prior_weight = prior_weight
-        self.decay = decay
-        self.pos = [0.0] * bins
-        self.tot = [0.0] * bins
-        self.n = 0
-
-    def _bin(self, p: float) -> int:
-        return min(int(p * self.bins), self.bins - 1)
-
-    def learn(self, p: float, y: bool, weight: float = 1.0) -> None:
-        i = self._bin(p)
-        if self.decay < 1.0:
-            self.pos[i] *= self.decay
-            self.tot[i] *= self.decay
-        self.pos[i] += weight * float(y)
-        self.tot[i] += weight
-        self.n += 1
-
-    def _rates(self) -> list[float]:
-        rates = []
-        for i in range(self.bins):
-            centre = (i + 0.5) / self.bins
-            prior = self.prior_weight
-            rates.append((self.pos[i] + prior * centre) / (self.tot[i] + prior))
-        weights = [self.tot[i] + self.prior_weight for i in range(self.bins)]
-        return _pool_adjacent_violators(rates, weights)
-
-    def predict(self, p: float) -> float:
-        rates = self._rates()
-        # Interpolate between bin centres so the map is continuous.
-        x = p * self.bins - 0.5
-        lo = min(max(int(math.floor(x)), 0), self.bins - 1)
-        hi = min(lo + 1, self.bins - 1)
-        t = min(max(x - lo, 0.0), 1.0)
-        return rates[lo] * (1.0 - t) + rates[hi] * t
-
-
-def _pool_adjacent_violators(values: list[float], weights: list[float]) -> list[float]:
-    """Non-decreasing least-squares fit of ``values``.
-
-    >>> _pool_adjacent_violators([0.1, 0.5, 0.3, 0.9], [1, 1, 1, 1])
-    [0.1, 0.4, 0.4, 0.9]
-    """
-    blocks: list[list[float]] = []
-    for v, w in zip(values, weights, strict=True):
-        blocks.append([v * w, w, 1])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
-            s, w2, c = blocks.pop()
-            blocks[-1][0] += s
-            blocks[-1][1] += w2
-            blocks[-1][2] += c
-    out: list[float] = []
-    for s, w, c in blocks:
-        out.extend([round(s / w, 12)] * int(c))
-    return out
 
 
 class BetaRate:

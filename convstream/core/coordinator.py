@@ -25,12 +25,30 @@ higher revision. Answers of an older round are ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from convstream.core.dedupe import identifier_gain, merge_user_data
 from convstream.core.units import DAY_MS
 
-ConversionState = dict[str, Any]
+
+class ConversionState(TypedDict, total=False):
+    """One conversion key's state in the conversions table (a JSON object on its changelog).
+
+    Truth that arrived before its conversion (:func:`feedback_first`) has only ``phase`` and
+    ``feedback``.
+    """
+
+    conv: dict[str, Any]  # the merged copy: conversion_key, ts, sources, user_data, ...
+    round: int  # the resolution round in flight or last done; answers of others are ignored
+    revision: int  # of the last label emitted (-1: none yet)
+    phase: str  # feedback_first, new, lookup, probe or done
+    pending: list[str]  # identifier keys (lookup) or user ids (probe) still to answer
+    answers: dict[str, Any]  # identifier key -> lookup answer, this round
+    probes: dict[str, Any]  # user id -> probe answer, this round
+    label: dict[str, Any] | None  # the gist of the last label emitted
+    snapshot: Any  # the match model's snapshot of the last decision, for feedback
+    feedback: dict[str, Any] | None  # {user_id, ts, learned}: delayed truth
+    round_at: float  # wall time the round started: redrive only, never event time
 
 
 @dataclass(frozen=True)
@@ -58,15 +76,16 @@ def admit(
     'future'
     """
     ts = conv["ts"]
-    early = None
+    early: dict[str, Any] | None = None
     if state is not None and state["phase"] == "feedback_first":
-        state, early = None, state["feedback"]
+        early = state["feedback"]
+        state = None
     if state is None:
         if clock_ts is not None and ts < clock_ts - policy.max_age_ms:
             return None, "too_old"
         if clock_ts is not None and ts > clock_ts + policy.max_future_ms:
             return None, "future"
-        fresh = {
+        fresh: ConversionState = {
             "conv": conv,
             "round": -1,
             "revision": -1,
@@ -198,7 +217,8 @@ def expired(state: ConversionState, clock_ts: int, policy: Policy) -> bool:
     (False, True)
     """
     if state["phase"] == "feedback_first":
-        return clock_ts - state["feedback"]["ts"] > policy.max_age_ms
+        truth = state["feedback"]
+        return truth is None or clock_ts - truth["ts"] > policy.max_age_ms
     if state["phase"] != "done":
         return False
     keep = max(policy.dedupe_window_ms, policy.feedback_horizon_ms)

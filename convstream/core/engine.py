@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from convstream.core.attribution import AttributionConfig
-from convstream.core.coordinator import Policy
+from convstream.core.coordinator import ConversionState, Policy
 from convstream.core.dedupe import conversion_key
 from convstream.core.engagements import (
     OWN_KINDS,
@@ -81,7 +81,7 @@ class OfflineEngine:
         self.retention_ms = self.config.max_window_ms()
         self.index: dict[str, dict] = {}
         self.users: dict[str, dict] = {}
-        self.states: dict[str, dict] = {}
+        self.states: dict[str, ConversionState] = {}
         self.watermark = 0
         self.lifecycle = Lifecycle(
             self.states,
@@ -134,11 +134,11 @@ class OfflineEngine:
         own = {kind: ts for kind, _ in keys if kind in OWN_KINDS}
         if own:
             self.users[user] = note_own_identifiers(self.users.get(user), own)
-        kind = ENGAGEMENT_TOPICS[topic]
-        if kind is not None:
+        engagement = ENGAGEMENT_TOPICS[topic]
+        if engagement is not None:
             row = [
                 ts,
-                kind,
+                engagement,
                 v["event_id"],
                 v["advertiser_id"],
                 v.get("campaign_id"),

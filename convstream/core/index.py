@@ -197,7 +197,7 @@ def lookup(
                         seen_families[user_id] = known
         degree += entry.get("d", 0)
     rows.sort(key=lambda r: (-r[2], r[0]))
-    answer = {"key": key, "kind": kind, "degree": degree, "users": rows[:top_k]}
+    answer: LookupAnswer = {"key": key, "kind": kind, "degree": degree, "users": rows[:top_k]}
     if family_degree:
         answer["families"] = {
             r[0]: seen_families[r[0]] for r in answer["users"] if r[0] in seen_families

@@ -131,7 +131,7 @@ class Lifecycle:
     def __init__(
         self,
         states: MutableMapping[ConversionKey, ConversionState],
-        matcher_factory: Callable[[], Any],
+        matcher_factory: Any,
         *,
         partitions: int,
         policy: Policy | None = None,
@@ -427,7 +427,8 @@ class Lifecycle:
             )
         emitted = coordinator.settle(state, label, decision.snapshot)
         self.states[key] = state
-        self.quality.observe(conv, state["label"])
+        if state["label"] is not None:
+            self.quality.observe(conv, state["label"])
         out: list[Command] = [Resolved(key, part)]
         if emitted is not None:
             out.append(EmitLabel(emitted, part))

@@ -44,11 +44,11 @@ class Sighting(NamedTuple):
     user_id: UserId
     first_ts: int
     last_ts: int
-    count: int
+    seen: int  # how many sightings
     families: dict[str, int] | None = None
 
     def to_wire(self) -> list[Any]:
-        row = [self.key, self.user_id, self.first_ts, self.last_ts, self.count]
+        row = [self.key, self.user_id, self.first_ts, self.last_ts, self.seen]
         return row if self.families is None else [*row, self.families]
 
     @classmethod
@@ -78,7 +78,7 @@ class _Message:
         return cls(**{name: obj[short] for name, short in cls.WIRE.items()})
 
 
-def _wire(cls: type) -> type:
+def _wire(cls: Any) -> Any:
     """Check that every field of the message has a wire name (a forgotten one would vanish)."""
     names = [f.name for f in fields(cls)]
     assert names == list(cls.WIRE), (cls.__name__, names)

@@ -129,16 +129,16 @@ def candidate_features(
         f.update(common)
         shared = 0.0
         for kind in DETERMINISTIC_KINDS:
-            ans = by_kind.get(kind)
-            if ans and any(r[0] == user for r in ans["users"]):
+            det = by_kind.get(kind)
+            if det and any(r[0] == user for r in det["users"]):
                 f[kind] = 1.0
-                shared = max(shared, math.log(max(ans["degree"], 1)))
+                shared = max(shared, math.log(max(det["degree"], 1)))
         f["det_shared"] = shared
         for kind in PROBABILISTIC_KINDS:
-            ans = by_kind.get(kind)
-            row = next((r for r in ans["users"] if r[0] == user), None) if ans else None
-            degree = max(ans["degree"], 1) if ans else 1
-            f[f"{kind}_logdeg"] = math.log(degree) if ans else 0.0
+            prob = by_kind.get(kind)
+            row = next((r for r in prob["users"] if r[0] == user), None) if prob else None
+            degree = max(prob["degree"], 1) if prob else 1
+            f[f"{kind}_logdeg"] = math.log(degree) if prob else 0.0
             f[f"{kind}_age"] = LONG_AGO
             if row is not None:
                 f[kind] = 1.0

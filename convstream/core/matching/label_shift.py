@@ -88,13 +88,15 @@ class LabelShift:
         n = len(self.outputs)
         if n == 0:
             return self.prior_shift
-        stale = self._cached is None or self._since >= self.refresh
-        if stale or abs(self._cached[0] - training_rate) > 0.02:
-            start = self._cached[1] if self._cached is not None else None
-            live = em_prior(list(self.outputs), training_rate, start)
-            self._cached = (training_rate, live)
+        cached = self._cached
+        if cached is None or self._since >= self.refresh or abs(cached[0] - training_rate) > 0.02:
+            start = cached[1] if cached is not None else None
+            cached = self._cached = (
+                training_rate,
+                em_prior(list(self.outputs), training_rate, start),
+            )
             self._since = 0
-        estimate = logit(self._cached[1]) - logit(training_rate)
+        estimate = logit(cached[1]) - logit(training_rate)
         w = n / (n + self.prior_weight)
         return w * estimate + (1.0 - w) * self.prior_shift
 

@@ -92,7 +92,7 @@ class OfflineEngine:
             max_candidates=max_candidates,
             learning_delay_ms=learning_delay_ms,
             pooled_learning=pooled_learning,
-            clock=lambda: self.watermark,
+            emitted_at=lambda: self.watermark,
             wall=lambda: 0.0,
         )
         # Every replica from the start, so that each one queues every pooled example.

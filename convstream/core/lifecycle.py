@@ -45,6 +45,7 @@ import orjson
 
 from convstream.core import coordinator
 from convstream.core.attribution import AttributionConfig
+from convstream.core.clock import EventClock
 from convstream.core.coordinator import ConversionState, Policy
 from convstream.core.identity import conversion_identifiers
 from convstream.core.learning_queue import Entry, LearningQueue
@@ -102,16 +103,17 @@ class EmitLabel:
 Command = Admitted | Reject | Resolved | EmitLabel | Lookup | Probe | IndexLink | UserLink | Decided
 
 
-def key_for_partition(partition: int, partitions: int) -> str:
-    """A table key that Kafka's partitioner sends to ``partition``: where its model lives.
+def key_for_partition(partition: int, partitions: int, what: str = "model") -> str:
+    """A table key that Kafka's partitioner sends to ``partition``: where its model (or its
+    ``what``) lives.
 
-    >>> partition_for(key_for_partition(3, 8), 8)
-    3
+    >>> [partition_for(key_for_partition(3, 8, what), 8) for what in ("model", "clock")]
+    [3, 3]
     """
     i = 0
-    while partition_for(f"model-{partition}-{i}", partitions) != partition:
+    while partition_for(f"{what}-{partition}-{i}", partitions) != partition:
         i += 1
-    return f"model-{partition}-{i}"
+    return f"{what}-{partition}-{i}"
 
 
 class Lifecycle:
@@ -121,7 +123,7 @@ class Lifecycle:
     ``dumps()`` by :func:`key_for_partition`, written every ``checkpoint_every`` learning steps
     and read when a replica first starts. ``local`` says which conversions partitions this
     process owns (all of them by default); ``config`` gives the attribution settings in force,
-    ``clock`` a label's ``emitted_at`` and ``wall`` the wall time a round starts (read only by
+    ``emitted_at`` a label's ``emitted_at`` and ``wall`` the wall time a round starts (read only by
     :meth:`redrive`, never by an event-time rule). ``compact_examples`` queues examples as JSON
     bytes, a quarter of their size as objects (a worker's queues hold an hour of traffic).
     ``broadcast`` puts every pooled example in the outbox for the other processes (a worker:
@@ -142,7 +144,7 @@ class Lifecycle:
         checkpoints: MutableMapping[str, bytes] | None = None,
         checkpoint_every: int = 200,
         local: Callable[[], Iterable[int]] | None = None,
-        clock: Callable[[], int] | None = None,
+        emitted_at: Callable[[], int] | None = None,
         wall: Callable[[], float] = time.time,
         compact_examples: bool = False,
         on_model_start: Callable[[int, Any, bool], None] | None = None,
@@ -160,7 +162,7 @@ class Lifecycle:
         self.checkpoints = checkpoints
         self.checkpoint_every = checkpoint_every
         self.local = local or (lambda: range(partitions))
-        self.clock = clock or (lambda: int(time.time() * 1000))
+        self.emitted_at = emitted_at or (lambda: int(time.time() * 1000))
         self.wall = wall
         self.compact_examples = compact_examples
         self.on_model_start = on_model_start
@@ -171,8 +173,8 @@ class Lifecycle:
         self.learned: dict[int, int] = {}
         # Newest event time each replica decided at: how far its learning may go.
         self.decided: dict[int, int] = {}
-        # Each partition's event-time clock: the newest conversion time admitted there.
-        self.clocks: dict[int, int] = {}
+        # Each partition's event-time clock, which one outlying conversion cannot move.
+        self.clocks: dict[int, EventClock] = {}
         self._outbox: list[SharedExample] = []
 
     # --- replicas ------------------------------------------------------------------------------
@@ -198,8 +200,21 @@ class Lifecycle:
             queue = self.queues[partition] = LearningQueue(self.learning_delay_ms, apply)
         return queue
 
+    def clock(self, partition: int) -> EventClock:
+        """The partition's conversion clock, resumed from its last checkpoint."""
+        clock = self.clocks.get(partition)
+        if clock is None:
+            blob = None
+            if self.checkpoints is not None:
+                blob = self.checkpoints.get(key_for_partition(partition, self.partitions, "clock"))
+            clock = self.clocks[partition] = EventClock.loads(
+                blob, max_future_ms=self.policy.max_future_ms, max_age_ms=self.policy.max_age_ms
+            )
+        return clock
+
     def forget_partition(self, partition: int) -> None:
         """A partition moved away takes its replica along; it reloads if it comes back."""
+        self.clocks.pop(partition, None)
         self.models.pop(partition, None)
         self.queues.pop(partition, None)
         self.decided.pop(partition, None)
@@ -216,6 +231,9 @@ class Lifecycle:
         if self.learned[partition] // self.checkpoint_every > before // self.checkpoint_every:
             key = key_for_partition(partition, self.partitions)
             self.checkpoints[key] = self.models[partition].dumps()
+            if partition in self.clocks:
+                key = key_for_partition(partition, self.partitions, "clock")
+                self.checkpoints[key] = self.clocks[partition].dumps()
 
     def _entry(self, ts: int, key: ConversionKey, example: dict[str, Any]) -> Entry:
         return (
@@ -274,18 +292,30 @@ class Lifecycle:
 
     # --- events --------------------------------------------------------------------------------
 
-    def conversion(self, copy: dict[str, Any], partition: int) -> list[Command]:
+    def conversion(
+        self, copy: dict[str, Any], partition: int, *, broker_ts: int | None = None
+    ) -> list[Command]:
         """A CAPI or pixel copy read on ``partition`` (first copy wins; later copies fill in
-        missing identifiers, and one that adds some starts a new round)."""
+        missing identifiers, and one that adds some starts a new round).
+
+        A new conversion is judged "future" or "too old" against the partition's clock
+        (:class:`~convstream.core.clock.EventClock`, which one outlier cannot move) and against
+        its broker timestamp (``broker_ts``, epoch ms), and rejected copies leave the clock
+        where it was.
+        """
         key = copy["conversion_key"]
+        clock = self.clock(partition)
+        existing = self.states.get(key)
+        if existing is None or existing["phase"] == "feedback_first":
+            verdict = clock.judge(copy["ts"], broker_ts=broker_ts)
+            if verdict is not None:
+                return [Reject(verdict)]
         state, outcome = coordinator.admit(
-            self.states.get(key), copy, clock_ts=self.clocks.get(partition), policy=self.policy
+            existing, copy, clock_ts=clock.now() if clock.warm() else None, policy=self.policy
         )
-        if outcome == "too_old":
-            return [Reject("too_old")]
-        if outcome == "future":
-            return [Reject("future_ts")]
-        self.clocks[partition] = max(self.clocks.get(partition, copy["ts"]), copy["ts"])
+        if outcome in ("too_old", "future"):
+            return [Reject("too_old" if outcome == "too_old" else "future_ts")]
+        clock.observe(copy["ts"])
         out: list[Command] = [Admitted(key, outcome)]
         if state is None:
             return out
@@ -340,12 +370,11 @@ class Lifecycle:
         (event time, the partition's clock); returns how many went."""
         owned = set(active)
         stale = []
+        clocks = {p: c.now() for p, c in self.clocks.items() if p in owned}
         for key, state in self.states.items():
-            partition = partition_for(key, self.partitions)
-            clock = self.clocks.get(partition)
-            if partition in owned and clock is not None:
-                if coordinator.expired(state, clock, self.policy):
-                    stale.append(key)
+            clock = clocks.get(partition_for(key, self.partitions))
+            if clock is not None and coordinator.expired(state, clock, self.policy):
+                stale.append(key)
         for key in stale:
             del self.states[key]
         return len(stale)
@@ -414,7 +443,7 @@ class Lifecycle:
             model,
             self.config().for_advertiser(conv["advertiser_id"]),
             revision=0,
-            emitted_at=self.clock(),
+            emitted_at=self.emitted_at(),
         )
         self._share(
             part, conv["ts"], key, model.self_supervised_example(conv, answers, probes, decision)

@@ -16,6 +16,7 @@ import pytest
 from convstream.core.engine import run_offline
 from convstream.core.evaluation import evaluate
 from convstream.core.matching.baseline import RuleBaseline
+from convstream.core.matching.model import MatchModel
 from convstream.stream.kafka import produce
 from convstream.stream.runner import wait_for_labels
 from convstream.synth.generate import config_from_args, generate
@@ -37,6 +38,15 @@ def test_worker_meets_the_match_model_targets(settings, start_worker):
     assert report.match_precision >= 0.92, table
     assert report.recall_of_linkable >= 0.85, table
     assert report.ece <= 0.03, table
+
+    # The worker and the offline engine drive one lifecycle: the same figures, within noise of
+    # the learning order (the worker's replicas learn examples as partitions decide them).
+    offline = evaluate(run_offline(lines, MatchModel, **settings.offline_options()), truth)
+    print(f"worker {report.as_dict()}\noffline {offline.as_dict()}")
+    assert abs(report.recall_of_linkable - offline.recall_of_linkable) <= 0.005, (
+        report.recall_of_linkable,
+        offline.recall_of_linkable,
+    )
 
     rule = evaluate(run_offline(lines, RuleBaseline), truth)
     assert report.match_precision > rule.match_precision

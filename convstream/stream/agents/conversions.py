@@ -108,7 +108,9 @@ class ConversionsAdapter:
         except Invalid as exc:
             await self.rt.dead_letter(event, exc.reason, str(exc))
             return
-        commands = self.lifecycle.conversion(copy.as_dict(), event.message.partition)
+        commands = self.lifecycle.conversion(
+            copy.as_dict(), event.message.partition, broker_ts=_broker_ms(event)
+        )
         await self.execute(commands, event)
 
     async def on_feedback(self, event: Any) -> None:
@@ -189,6 +191,12 @@ class ConversionsAdapter:
         await self.execute(commands)
         await self.send_examples()
         metrics.set_table_entries("conversion-state", len(self.lifecycle.states))
+
+
+def _broker_ms(event: Any) -> int | None:
+    """The record's broker timestamp in epoch ms (Faust gives seconds), if it has one."""
+    ts = getattr(event.message, "timestamp", None)
+    return int(ts * 1000) if isinstance(ts, int | float) and ts > 0 else None
 
 
 def register(rt: Any, channel: Any) -> ConversionsAdapter:

@@ -41,7 +41,7 @@ class ConversionState(TypedDict, total=False):
     conv: dict[str, Any]  # the merged copy: conversion_key, ts, sources, user_data, ...
     round: int  # the resolution round in flight or last done; answers of others are ignored
     revision: int  # of the last label emitted (-1: none yet)
-    phase: str  # feedback_first, new, lookup, probe or done
+    phase: str  # feedback_first, new, held, lookup, probe or done
     pending: list[str]  # identifier keys (lookup) or user ids (probe) still to answer
     answers: dict[str, Any]  # identifier key -> lookup answer, this round
     probes: dict[str, Any]  # user id -> probe answer, this round
@@ -49,6 +49,7 @@ class ConversionState(TypedDict, total=False):
     snapshot: Any  # the match model's snapshot of the last decision, for feedback
     feedback: dict[str, Any] | None  # {user_id, ts, learned}: delayed truth
     round_at: float  # wall time the round started: redrive only, never event time
+    again: bool  # a copy with new identifiers came during the round: another one follows
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ class OfflineEngine:
             pooled_learning=pooled_learning,
             emitted_at=lambda: self.watermark,
             wall=lambda: 0.0,
+            hold_ms=allowed_lateness_ms,
         )
         # Every replica from the start, so that each one queues every pooled example.
         self.matchers = [self.lifecycle.model(p) for p in range(partitions)]
@@ -219,6 +220,9 @@ class OfflineEngine:
             todo.extendleft(reversed(follow))
 
     def finish(self) -> list[dict[str, Any]]:
+        """The end of the input: every held conversion and parked lookup goes out."""
+        for partition in range(self.partitions):
+            self._run(self.lifecycle.release_idle(partition))
         self._release(float("inf"))
         return self.labels
 

@@ -36,6 +36,7 @@ Lookup(key='click:k1', conversion_key='a:Purchase:1', round=0, ts=1000)]
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
@@ -128,6 +129,12 @@ class Lifecycle:
     bytes, a quarter of their size as objects (a worker's queues hold an hour of traffic).
     ``broadcast`` puts every pooled example in the outbox for the other processes (a worker:
     which partitions another worker owns changes with every rebalance).
+
+    ``hold_ms`` (the allowed lateness) holds a new conversion until its partition's clock has
+    passed its event time by that much, or until the partition's input is idle
+    (:meth:`release_idle`). The copies of a conversion read on its partition before then are
+    decided together, and those read after revise the label: which ones, depends on the order
+    of the partition, not on how fast the worker read which topic.
     """
 
     def __init__(
@@ -149,6 +156,7 @@ class Lifecycle:
         compact_examples: bool = False,
         on_model_start: Callable[[int, Any, bool], None] | None = None,
         broadcast: bool = False,
+        hold_ms: int = 0,
     ) -> None:
         self.states = states
         self.matcher_factory = matcher_factory
@@ -167,6 +175,7 @@ class Lifecycle:
         self.compact_examples = compact_examples
         self.on_model_start = on_model_start
         self.broadcast = broadcast
+        self.hold_ms = hold_ms
         self.quality = QualityTracker()
         self.models: dict[int, Any] = {}
         self.queues: dict[int, LearningQueue] = {}
@@ -175,6 +184,8 @@ class Lifecycle:
         self.decided: dict[int, int] = {}
         # Each partition's event-time clock, which one outlying conversion cannot move.
         self.clocks: dict[int, EventClock] = {}
+        # New conversions waiting, per partition, for its clock to pass ts + hold_ms.
+        self._held: dict[int, list[tuple[int, ConversionKey]]] = {}
         self._outbox: list[SharedExample] = []
 
     # --- replicas ------------------------------------------------------------------------------
@@ -210,11 +221,21 @@ class Lifecycle:
             clock = self.clocks[partition] = EventClock.loads(
                 blob, max_future_ms=self.policy.max_future_ms, max_age_ms=self.policy.max_age_ms
             )
+            # After a restart or a rebalance the held conversions are in the states table only.
+            heap = self._held[partition] = []
+            for key, state in self.states.items():
+                if (
+                    state.get("phase") == "held"
+                    and partition_for(key, self.partitions) == partition
+                ):
+                    heap.append((state["conv"]["ts"], key))
+            heapq.heapify(heap)
         return clock
 
     def forget_partition(self, partition: int) -> None:
         """A partition moved away takes its replica along; it reloads if it comes back."""
         self.clocks.pop(partition, None)
+        self._held.pop(partition, None)
         self.models.pop(partition, None)
         self.queues.pop(partition, None)
         self.decided.pop(partition, None)
@@ -319,12 +340,51 @@ class Lifecycle:
         out: list[Command] = [Admitted(key, outcome)]
         if state is None:
             return out
-        if outcome in ("new", "correction"):
+        if outcome == "new" and self.hold_ms > 0:
+            state["phase"] = "held"
+            self.states[key] = state
+            heapq.heappush(self._held_on(partition), (copy["ts"], key))
+        elif outcome == "correction" and state["phase"] in ("lookup", "probe"):
+            # The round in flight keeps the identifiers it started with; a new one follows it.
+            # Cancelling it would make the revision count depend on how fast answers come.
+            state["again"] = True
+            self.states[key] = state
+        elif outcome == "correction" and state["phase"] == "held":
+            self.states[key] = state  # merged into the copy it waits with
+        elif outcome in ("new", "correction"):
             out += self._start_round(key, state)
         else:
             self.states[key] = state
             if outcome == "duplicate" and state["label"] is not None:
                 self.quality.observe(state["conv"], state["label"])
+        if self.hold_ms > 0:
+            now = clock.now()
+            if now is not None:
+                out += self._release_held(partition, now - self.hold_ms)
+        return out
+
+    def release_idle(self, partition: int) -> list[Command]:
+        """Start every conversion held on ``partition``: its input is idle (read to its end,
+        nothing new for a while), so no copy and no later conversion is on its way."""
+        self.clock(partition)  # after a restart: finds the held states of the partition
+        return self._release_held(partition, None)
+
+    def held(self, partition: int) -> int:
+        """How many conversions of ``partition`` wait for its clock."""
+        return len(self._held.get(partition, ()))
+
+    def _held_on(self, partition: int) -> list[tuple[int, ConversionKey]]:
+        return self._held.setdefault(partition, [])
+
+    def _release_held(self, partition: int, upto: int | None) -> list[Command]:
+        """Start the rounds of the conversions held at or before ``upto`` (all: None)."""
+        heap = self._held.get(partition)
+        out: list[Command] = []
+        while heap and (upto is None or heap[0][0] <= upto):
+            _, key = heapq.heappop(heap)
+            state = self.states.get(key)
+            if state is not None and state["phase"] == "held":
+                out += self._start_round(key, state)
         return out
 
     def feedback(self, key: ConversionKey, user_id: UserId | None, ts: int) -> list[Command]:
@@ -455,6 +515,7 @@ class Lifecycle:
                 part, truth["ts"], key, model.feedback_example(decision.snapshot, truth["user_id"])
             )
         emitted = coordinator.settle(state, label, decision.snapshot)
+        again = state.pop("again", False)
         self.states[key] = state
         if state["label"] is not None:
             self.quality.observe(conv, state["label"])
@@ -468,6 +529,8 @@ class Lifecycle:
         identifiers = conversion_identifiers(conv["advertiser_id"], conv["user_data"])
         # After its links: the key's next ordered lookup may go out.
         out += [Decided(identifiers[kind], key) for kind in LINKED_KINDS if kind in identifiers]
+        if again:  # a copy with new identifiers came during the round
+            out += self._start_round(key, state)
         return out
 
 

@@ -64,6 +64,10 @@ class Settings:
     # past T + allowed lateness, or after the bounded wait, whichever comes first.
     allowed_lateness_ms: int = 300_000
     max_wait_s: float = 10.0
+    # A new conversion waits until its partition's clock is allowed_lateness_ms past it (the
+    # copies read before then are decided together), or until the partition's input has been
+    # read to its end and idle for this long.
+    hold_idle_s: float = 5.0
     # The longest a lookup is parked, whatever the watermark does (at least max_wait_s).
     lookup_ceiling_s: float = 60.0
     # A conversion still waiting for answers this long after a rebalance or restart started its

@@ -63,7 +63,14 @@ def _conversion(source: str, ts: int, **user_data) -> dict:
     }
 
 
+def _other_order(ts: int) -> dict:
+    line = _conversion("pixel", ts, client_ip_address="10.5.5.5")
+    line["value"]["event_id"] = f"other-{ts}"
+    return line
+
+
 def test_late_copy_with_new_identifiers_emits_a_revision():
+    """A copy read after its partition moved on past the lateness revises the label."""
     em = sha256_hex("ann@x.com")
     lines = [
         _identity("u1", T, em=em),
@@ -71,19 +78,42 @@ def test_late_copy_with_new_identifiers_emits_a_revision():
         _impression("u2", T + 2 * MIN, "i2", ip="10.9.9.9"),
         _conversion("pixel", T + 3 * MIN, client_ip_address="10.9.9.9", client_user_agent="UA-2"),
         _impression("u3", T + 10 * MIN, "i3", ip="10.7.7.7"),  # moves the watermark
+        # Three later orders move the partition's clock (one or two outliers cannot).
+        *(_other_order(T + (10 + i) * MIN) for i in range(3)),
         _conversion("capi", T + 3 * MIN, em=em),
         _impression("u3", T + 20 * MIN, "i4", ip="10.7.7.7"),
     ]
-    engine = OfflineEngine(MatchModel, partitions=2)
+    engine = OfflineEngine(MatchModel, partitions=1)
     for line in lines:
         engine.feed(line)
-    labels = engine.finish()
+    labels = [lab for lab in engine.finish() if lab["event_id"] == "o1"]
     assert [lab["revision"] for lab in labels] == [0, 1]
     first, second = labels
     assert first["sources"] == ["pixel"] and first["user_id"] != "u1"
     assert second["sources"] == ["capi", "pixel"]
     assert (second["user_id"], second["match_method"]) == ("u1", "deterministic:em")
     assert [c["engagement_id"] for c in second["credits"]] == ["i1"]
+
+
+def test_copies_read_before_the_partition_moves_on_are_decided_together():
+    """Without a later conversion on the partition the pixel copy waits, and the CAPI copy
+    read after it joins it: one label, whatever the engagement topics did meanwhile."""
+    em = sha256_hex("ann@x.com")
+    lines = [
+        _identity("u1", T, em=em),
+        _impression("u1", T + MIN, "i1"),
+        _conversion("pixel", T + 3 * MIN, client_ip_address="10.9.9.9", client_user_agent="UA-2"),
+        _impression("u3", T + 10 * HOUR, "i3", ip="10.7.7.7"),  # the watermark is far past
+        _conversion("capi", T + 3 * MIN, em=em),
+        _other_order(T + HOUR),
+    ]
+    engine = OfflineEngine(MatchModel, partitions=1)
+    for line in lines:
+        engine.feed(line)
+    labels = [lab for lab in engine.finish() if lab["event_id"] == "o1"]
+    assert [(lab["revision"], lab["user_id"], lab["sources"]) for lab in labels] == [
+        (0, "u1", ["capi", "pixel"])
+    ]
 
 
 def test_duplicate_copy_without_new_identifiers_emits_nothing_new():

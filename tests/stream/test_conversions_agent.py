@@ -92,10 +92,16 @@ def conversion(event_id: str, ts: int, **user_data: Any) -> dict[str, Any]:
 
 
 async def test_a_conversion_becomes_lookups_then_probes_then_a_label():
-    rt = FakeRuntime()
+    rt = FakeRuntime(settings=Settings(hold_idle_s=0.0))
     agent = ConversionsAdapter(rt)
     em = sha256_hex("ann@example.com")
-    await agent.on_batch([record("conversions", conversion("o1", T, em=em))])
+    event = record("conversions", conversion("o1", T, em=em))
+    await agent.on_batch([event])
+    # Held until its partition moves on or its input is idle: read to the end (offset 0 of 1).
+    assert rt.take() == []
+    await agent.release_idle(lambda partition: 5, since=0.0)  # records 1..4 still unread
+    assert rt.take() == []
+    await agent.release_idle(lambda partition: 1, since=0.0)
     sends = rt.take()
     assert [(topic, key) for topic, key, *_ in sends] == [("cs-ident", f"em:{em}")]
     asked = messages.decode(sends[0][2])
@@ -232,6 +238,9 @@ async def test_the_agent_gives_the_offline_engines_labels(replay):
     transport = Transport(rt, agent)
     for line in replay:
         await transport.feed(line)
+    for partition in range(rt.settings.partitions):  # the end of the input, as offline
+        await agent.execute(agent.lifecycle.release_idle(partition))
+        await transport.deliver()
     await transport.release(float("inf"))
 
     def gist(label: dict[str, Any]) -> tuple:

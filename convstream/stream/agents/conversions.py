@@ -17,6 +17,8 @@ import uuid
 from collections import OrderedDict, defaultdict
 from typing import Any
 
+from faust.types import TP
+
 from convstream.core import messages
 from convstream.core.learning_queue import Entry
 from convstream.core.lifecycle import (
@@ -78,8 +80,11 @@ class ConversionsAdapter:
             compact_examples=True,
             broadcast=True,
             on_model_start=_model_started,
+            hold_ms=s.allowed_lateness_ms,
         )
         self.arrivals: dict[str, float] = {}
+        # Per conversions partition: the offset of the last record read, and when (wall time).
+        self.read: dict[int, tuple[int, float]] = {}
         # Tells this worker's own cs-learn messages from the others'.
         self.worker_id = uuid.uuid4().hex
         self.decoded: OrderedDict[bytes, tuple[str, list[tuple[Entry, list[int]]]]] = OrderedDict()
@@ -95,6 +100,7 @@ class ConversionsAdapter:
             else:
                 counts[topic] += 1
                 if topic == "conversions":
+                    self.read[event.message.partition] = (event.message.offset, time.monotonic())
                     await self.on_conversion(event)
                 else:
                     await self.on_feedback(event)
@@ -174,6 +180,20 @@ class ConversionsAdapter:
                 topic = messages.TOPIC[type(command)]
                 await self.rt.send_keyed(topic, command.route, messages.encode(command))
 
+    async def release_idle(self, highwater: Any, since: float) -> None:
+        """Start the held conversions of every partition whose input is idle: read to its high
+        watermark (``highwater(partition)``), nothing new for ``hold_idle_s``; a partition with
+        nothing read since ``since`` (the start, a rebalance) counts from then."""
+        now = time.monotonic()
+        idle_s = self.rt.settings.hold_idle_s
+        for partition in sorted(self.rt.active_partitions("conversions")):
+            if not self.lifecycle.held(partition) and partition in self.lifecycle.clocks:
+                continue
+            offset, at = self.read.get(partition, (-1, since))
+            end = highwater(partition)
+            if end is not None and offset + 1 >= end and now - at >= idle_s:
+                await self.execute(self.lifecycle.release_idle(partition))
+
     async def expire_and_redrive(self, rebalanced_at: float) -> None:
         """Drop states past their event-time horizons, and start again the rounds a rebalance
         may have cut (:meth:`Lifecycle.redrive`)."""
@@ -226,5 +246,15 @@ def register(rt: Any, channel: Any) -> ConversionsAdapter:
     @rt.app.timer(interval=5.0)
     async def expire_states() -> None:
         await adapter.expire_and_redrive(rebalanced_at[0])
+
+    def highwater(partition: int) -> int | None:
+        try:
+            return rt.app.consumer.highwater(TP(rt.settings.topic("conversions"), partition))
+        except Exception:  # noqa: BLE001 - not assigned (yet) or consumer restarting
+            return None
+
+    @rt.app.timer(interval=1.0)
+    async def release_idle() -> None:
+        await adapter.release_idle(highwater, rebalanced_at[0])
 
     return adapter

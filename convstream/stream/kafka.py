@@ -53,6 +53,11 @@ async def start_client(client: Any, settings: Settings) -> None:
     try:
         await client.start()
     except KafkaConnectionError as exc:
+        # a client that failed to start still holds its connections; close it, or asyncio
+        # reports "Unclosed AIOKafkaConsumer" on top of the one line the person should see
+        close = getattr(client, "stop", None) or client.close
+        with contextlib.suppress(Exception):
+            await close()
         raise BrokerUnavailable(settings) from exc
 
 

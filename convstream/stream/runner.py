@@ -65,6 +65,8 @@ class WorkerProcess:
         if proc is None or proc.poll() is not None:
             return
         os.killpg(proc.pid, signal.SIGTERM)
+        # a stopped (SIGSTOP) worker only acts on the SIGTERM once it runs again
+        os.killpg(proc.pid, signal.SIGCONT)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -10,6 +10,7 @@ import orjson
 
 from convstream.core.evaluation import evaluate
 from convstream.stream.inputs import read_labels, read_replay, read_truth
+from convstream.stream.report import glossary_text
 
 #: Rows of the side-by-side table: a key of ``EvalReport.as_dict()`` and its title.
 COLUMNS = (
@@ -28,20 +29,7 @@ COLUMNS = (
 )
 
 #: What the figures of the table mean, for people who did not write the evaluator.
-GLOSSARY = """\
-what the figures mean
-  coverage                share of truth conversions that got a label at all (want 1.000)
-  precision               of the labels that name a user, the share naming the true converter
-  recall                  of the conversions by platform users, the share matched correctly
-  linkable ceiling        share of platform conversions whose identifiers the platform saw
-                          before the conversion: no matcher can recall more than this
-  recall of linkable      recall among the linkable conversions: how close to the ceiling
-  stranger false matches  share of conversions by non-users (strangers) given a user anyway
-  ECE, Brier              calibration of match_confidence on labels with a user (0 = perfect);
-                          ECE is the mean gap between confidence and observed precision
-  last-touch accuracy     share of conversions whose top credit is the true last touch
-  label-weight precision  share of all label weight on the true user's true last touch:
-                          how much of what a trainer is fed is right"""
+GLOSSARY = glossary_text()
 
 
 def side_by_side(reports: dict[str, dict[str, Any]]) -> str:

@@ -128,7 +128,7 @@ async def produce(
     producer = AIOKafkaProducer(**client_options(settings), linger_ms=20, max_batch_size=262144)
     await start_client(producer, settings)
     sent = 0
-    started = time.monotonic()
+    started = shown = time.monotonic()
     try:
         pending = []
         for line in lines:
@@ -147,8 +147,10 @@ async def produce(
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 pending.clear()
-                if progress:
+                # in place on a terminal; in a log file, a line every 10 s
+                if progress and (sys.stderr.isatty() or time.monotonic() - shown >= 10.0):
                     _progress(sent, total, started)
+                    shown = time.monotonic()
         await asyncio.gather(*pending)
         await producer.flush()
     finally:
@@ -159,6 +161,8 @@ async def produce(
 
 
 def _progress(sent: int, total: int | None, started: float, *, final: bool = False) -> None:
+    """Redraw the bar in place on a terminal; in a log, one line each call."""
+    tty = sys.stderr.isatty()
     elapsed = max(time.monotonic() - started, 1e-9)
     if total:
         width = 30
@@ -167,7 +171,11 @@ def _progress(sent: int, total: int | None, started: float, *, final: bool = Fal
         text = f"\r[{bar}] {sent}/{total} events, {sent / elapsed:,.0f} ev/s"
     else:
         text = f"\r{sent} events, {sent / elapsed:,.0f} ev/s"
-    sys.stderr.write(text + ("\n" if final else ""))
+    if not tty:
+        text = text.lstrip("\r") + "\n"
+    elif final:
+        text += "\n"
+    sys.stderr.write(text)
     sys.stderr.flush()
 
 

@@ -234,3 +234,16 @@ def test_no_free_metrics_port_says_which_flag_to_use(tmp_path: Path, busy_port: 
     )  # fmt: skip
     assert result.returncode != 0
     assert "are all in use: start this worker with --metrics-port N" in result.stderr
+
+
+def test_evaluate_warns_when_the_replay_is_not_the_truths(files: Path, tmp_path: Path):
+    other, _ = generate(GeneratorConfig(users=400, days=5, seed=99))
+    write_replay(tmp_path / "other-replay.jsonl", other)
+    command = (
+        f"evaluate --labels labels.jsonl --truth truth.jsonl --replay {tmp_path}/other-replay.jsonl"
+    )
+    result = convstream(*command.split(), cwd=files)
+    assert result.returncode == 1
+    assert "other-replay.jsonl: the offline labels and the truth do not belong together" in (
+        result.stderr
+    )

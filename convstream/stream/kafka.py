@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from convstream.stream.errors import UserError
 from convstream.stream.settings import INPUT_TOPICS, INTERNAL_TOPICS, OUTPUT_TOPICS, Settings
 
 KEY_FIELDS = {
@@ -27,6 +28,10 @@ KEY_FIELDS = {
     "clicks": "user_id",
     "identity": "user_id",
 }
+
+
+class TopicMissing(UserError, RuntimeError):
+    """A topic a tool reads is not on the broker (a RuntimeError, as it was before)."""
 
 
 class BrokerUnavailable(ConnectionError):
@@ -228,7 +233,10 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
             if partitions:
                 return sorted(partitions)
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"topic {topic!r} does not exist on the broker")
+    raise TopicMissing(
+        f"topic {topic!r} does not exist on the broker: nothing was replayed to it yet, or "
+        "--topic-prefix differs"
+    )
 
 
 async def _at_end(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:

@@ -127,8 +127,11 @@ class WorkerDied(RuntimeError):
 class Stalled(RuntimeError):
     """Neither labels nor the worker's consumption moved for the stall timeout."""
 
-    def __init__(self, status: WaitStatus, stall_timeout: float) -> None:
+    def __init__(
+        self, status: WaitStatus, stall_timeout: float, labels: list[dict[str, Any]] | None = None
+    ) -> None:
         self.status = status
+        self.labels = labels or []  # what was read before it stalled
         super().__init__(
             f"stalled: no new label and no input consumed by the worker for "
             f"{stall_timeout:.0f} s ({status.describe()})"
@@ -281,7 +284,7 @@ async def wait_for_all_labels(
             if alive is not None and not alive():
                 raise WorkerDied(f"the worker exited ({status.describe()})")
             if now - last_progress >= stall_timeout:
-                raise Stalled(status, stall_timeout)
+                raise Stalled(status, stall_timeout, labels)
     finally:
         await probe.stop()
         await consumer.stop()

@@ -67,3 +67,14 @@ def test_labels_wait_without_a_worker_stops_with_one_line(settings: Settings, tm
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("convstream labels: stalled: no new label and no input consumed")
     assert "Traceback" not in result.stderr and not (tmp_path / "labels.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("command", ["labels", "labels --wait", "quality"])
+def test_reading_topics_that_are_not_there_is_one_line(broker, tmp_path: Path, command: str):
+    result = convstream(
+        *command.split(), "--broker", broker.url, "--topic-prefix", "never-replayed.",
+        cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "does not exist on the broker: nothing was replayed to it yet" in result.stderr

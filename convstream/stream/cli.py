@@ -173,7 +173,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog=PROG, description=__doc__)
+    parser = Parser(
+        prog=PROG,
+        description="Streaming conversion attribution: a worker, its broker, and the tools "
+        "around it. An ordinary mistake ends with one line on stderr and exit code 2 "
+        "(--debug adds the traceback); exit 1 means done, but the figures should not be trusted.",
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an error, not one line"

@@ -78,3 +78,31 @@ def test_reading_topics_that_are_not_there_is_one_line(broker, tmp_path: Path, c
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "does not exist on the broker: nothing was replayed to it yet" in result.stderr
+
+
+def test_a_second_worker_on_the_host_serves_metrics_on_the_next_port(
+    settings: Settings, start_worker: Callable[..., WorkerProcess]
+):
+    import time
+    import urllib.request
+
+    from convstream.stream.broker import free_port
+
+    port = free_port()
+    settings = settings.replace(metrics_port=port)
+    first = start_worker(settings, name="first")
+    second = start_worker(settings, name="second")
+    deadline = time.monotonic() + 120
+    moved = None
+    while time.monotonic() < deadline and moved is None:
+        assert first.alive() and second.alive(), second.log_path.read_text()[-2000:]
+        for log in (first.log_path.read_text(), second.log_path.read_text()):
+            found = [line for line in log.splitlines() if "is in use (another worker" in line]
+            if found:
+                moved = found[0]
+        time.sleep(0.5)
+    assert moved is not None and f"metrics port 127.0.0.1:{port} is in use" in moved
+    served = int(moved.split("serving metrics on 127.0.0.1:")[1].split()[0])
+    for p in (port, served):
+        with urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=10) as response:
+            assert b"convstream_worker_up 1.0" in response.read()

@@ -303,12 +303,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UserError, BrokerUnavailable) as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _one_line(args, str(exc))
+    except OSError as exc:
+        if exc.filename is None:  # not a path the person gave: a bug, keep the traceback
+            raise
+        return _one_line(args, f"{exc.filename}: {exc.strerror or exc}")
     except KeyboardInterrupt:
         return 130
+
+
+def _one_line(args: argparse.Namespace, message: str) -> int:
+    if args.debug:
+        traceback.print_exc()
+    print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -99,6 +99,11 @@ MISTAKES = {
     "labels: not a broker url": ("labels --broker localhost", "'localhost' is not kafka://"),
     "worker: not a number": ("worker --metrics-port x", "invalid int value: 'x'"),
     "no command": ("", "the following arguments are required: COMMAND"),
+    "generate: no such directory": (
+        "generate -o no/such/dir/replay.jsonl",
+        "no/such/dir/replay.jsonl: No such file or directory",
+    ),
+    "labels: output is a directory": ("labels -o .", "error: .: Is a directory"),
 }
 
 

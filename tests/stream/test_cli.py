@@ -129,6 +129,15 @@ def test_an_unreachable_broker_is_one_line_and_exit_2(files: Path, closed_port: 
     ]
 
 
+def test_a_broker_port_in_use_is_one_line(files: Path, busy_port: int):
+    result = convstream("broker", "--port", str(busy_port), cwd=files)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"convstream broker: error: port 127.0.0.1:{busy_port} is in use (Address already in "
+        "use): a broker may already run there; pick another --port, or --port 0 for a free one"
+    )
+
+
 def test_a_bad_environment_variable_is_one_line(files: Path):
     result = convstream("labels", cwd=files, env={"CONVSTREAM_PARTITIONS": "four"})
     assert result.returncode == 2

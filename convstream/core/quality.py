@@ -356,7 +356,8 @@ def _pct(x: float) -> str:
 
 
 def format_table(rows: Iterable[QualityRow]) -> str:
-    """A terminal table: one line per row, its advice indented below it.
+    """A terminal table: one line per row, its advice indented below it; the footnote on how
+    advice is computed only when there is advice.
 
     >>> row = QualityRow("adv-1", "Purchase", 120, dict.fromkeys(PARAMS, 0.5), 0.25, 0.8, 6.1,
     ...                  [Advice("ph", 0.06, 0.12, "advertiser", 60, 60)])
@@ -367,6 +368,9 @@ def format_table(rows: Iterable[QualityRow]) -> str:
     <BLANKLINE>
     advice compares the match rate of conversions with and without a parameter in the window:
     observational, not an experiment; capped and rounded.
+    >>> print(format_table([]))  # doctest: +NORMALIZE_WHITESPACE
+    advertiser event n score match dedupe em ph ext click ip ua dev
+    (no conversions in the window)
     """
     rows = list(rows)
     header = ["advertiser", "event", "n", "score", "match", "dedupe", *(_SHORT[p] for p in PARAMS)]
@@ -394,6 +398,8 @@ def format_table(rows: Iterable[QualityRow]) -> str:
         out.extend(f"  -> {advice.text}" for advice in row.advice)
     if not rows:
         out.append("(no conversions in the window)")
+    if not any(row.advice for row in rows):
+        return "\n".join(out)  # no advice line above: nothing for the footnote to qualify
     out += [
         "",
         "advice compares the match rate of conversions with and without a parameter in the window:",

@@ -110,6 +110,17 @@ class EmbeddedBroker:
 
 def run_forever(port: int = 0) -> int:
     """``convstream broker``: start tansu, print its address, stop cleanly on SIGINT/SIGTERM."""
+    if port:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as exc:
+                from convstream.stream.errors import UserError
+
+                raise UserError(
+                    f"port 127.0.0.1:{port} is in use ({exc.strerror}): a broker may already run "
+                    "there; pick another --port, or --port 0 for a free one"
+                ) from None
     broker = EmbeddedBroker(port=port).start()
     print(broker.url, flush=True)
     stopping = False

@@ -1,36 +1,95 @@
-"""The ``convstream`` command: broker, worker, generate, replay, labels, evaluate, demo."""
+"""The ``convstream`` command: broker, worker, generate, replay, labels, evaluate, quality, demo.
+
+Ordinary mistakes (a missing file, a wrong flag, an unreachable broker, a busy port) end with
+one line on stderr and exit code 2; ``convstream --debug ...`` shows the traceback as well.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import re
 import sys
 import time
-from pathlib import Path
-from typing import Any
+import traceback
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NoReturn
 
 import orjson
 
+from convstream.stream.errors import EXIT_USAGE, UserError
 from convstream.stream.settings import Settings
+from convstream.synth.generate import PROFILES
+
+PROG = "convstream"
+#: kafka://HOST:PORT, several joined by ";"
+BROKER_URL = re.compile(r"^(kafka://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error, defaults shown in every help text."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to options that have a default worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" not in text
+            and default not in (None, False, argparse.SUPPRESS)
+            and action.option_strings
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _version() -> str:
+    try:
+        return version("convstream")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
-    return Settings.from_env(
-        broker=getattr(args, "broker", None),
-        topic_prefix=getattr(args, "topic_prefix", None),
-        partitions=getattr(args, "partitions", None),
-        **extra,
-    )
+    try:
+        settings = Settings.from_env(
+            broker=getattr(args, "broker", None),
+            topic_prefix=getattr(args, "topic_prefix", None),
+            partitions=getattr(args, "partitions", None),
+            **extra,
+        )
+    except ValueError as exc:  # a CONVSTREAM_* variable that is not a number
+        raise UserError(str(exc)) from None
+    for url in settings.broker.split(";"):
+        if not BROKER_URL.match(url):
+            raise UserError(
+                f"broker {settings.broker!r} is not kafka://HOST:PORT "
+                "(from --broker or CONVSTREAM_BROKER; several are joined by ';')"
+            )
+    return settings
 
 
 def _kafka_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", help="kafka://HOST:PORT (env CONVSTREAM_BROKER)")
+    p.add_argument(
+        "--broker", help=f"kafka://HOST:PORT (env CONVSTREAM_BROKER; default: {Settings.broker})"
+    )
     p.add_argument(
         "--topic-prefix", help="prefix of every topic name (env CONVSTREAM_TOPIC_PREFIX)"
     )
     p.add_argument(
-        "--partitions", type=int, help="partitions per topic (env CONVSTREAM_PARTITIONS)"
+        "--partitions",
+        type=int,
+        help=f"partitions per topic (env CONVSTREAM_PARTITIONS; default: {Settings.partitions})",
     )
 
 
@@ -47,15 +106,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(_settings(args, **extra), loglevel=args.loglevel)
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from convstream.synth.generate import config_from_args, generate, write_replay, write_truth
+def _generator_config(args: argparse.Namespace) -> Any:
+    from convstream.synth.generate import config_from_args
 
     overrides = {
         k: v
         for k, v in (("seed", args.seed), ("users", args.users), ("days", args.days))
         if v is not None
     }
-    lines, truth = generate(config_from_args(args.profile, **overrides))
+    try:
+        return config_from_args(args.profile, **overrides)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from convstream.synth.generate import generate, write_replay, write_truth
+
+    lines, truth = generate(_generator_config(args))
     write_replay(args.output, lines)
     write_truth(args.truth, truth)
     print(
@@ -65,10 +133,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from convstream.stream.inputs import read_replay
     from convstream.stream.kafka import ensure_topics, produce
 
     settings = _settings(args)
-    lines = [orjson.loads(line) for line in Path(args.file).read_bytes().splitlines() if line]
+    lines = read_replay(args.file)
 
     async def run() -> int:
         await ensure_topics(settings)
@@ -82,37 +151,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_labels(args: argparse.Namespace) -> int:
-    from convstream.stream.kafka import read_topic
+    from convstream.stream.labels_cli import run_labels
 
-    settings = _settings(args)
-    out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
-
-    async def run() -> None:
-        async for record in read_topic(settings, args.topic, follow=args.follow):
-            out.write(orjson.dumps(record["value"]) + b"\n")
-            if args.follow:
-                out.flush()
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
-    finally:
-        out.flush()
-        if args.output:
-            out.close()
-    return 0
+    return run_labels(args, _settings(args, app_id=args.app_id))
 
 
 def cmd_offline(args: argparse.Namespace) -> int:
     """The labels a worker with these settings gives for a replay, without a broker."""
     from convstream.core.engine import run_offline
-    from convstream.core.evaluation import load_jsonl
     from convstream.core.matching.model import MatchModel
+    from convstream.stream.inputs import read_replay
 
     settings = _settings(args)
     started = time.monotonic()
-    replay = load_jsonl(args.replay)
+    replay = read_replay(args.replay)
     labels = run_offline(replay, MatchModel, **settings.offline_options())
     out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
     try:
@@ -140,57 +192,92 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_quality(args: argparse.Namespace) -> int:
     from convstream.stream.quality import run_quality
 
-    return run_quality(args)
+    return run_quality(args, _settings(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from convstream.stream.demo import run_demo
 
+    _generator_config(args)  # an unknown profile is reported before anything starts
     return run_demo(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="convstream", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(
+        prog=PROG,
+        description="Streaming conversion attribution: a worker, its broker, and the tools "
+        "around it. An ordinary mistake ends with one line on stderr and exit code 2 "
+        "(--debug adds the traceback); exit 1 means done, but the figures should not be trusted.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error, not one line"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("broker", help="run the embedded tansu broker on 127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help)
+
+    p = command("broker", "run the embedded tansu broker on 127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="port; 0 picks a free one")
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("worker", help="run a Faust worker with every agent")
+    p = command("worker", "run a Faust worker with every agent")
     _kafka_args(p)
-    p.add_argument("--app-id", help="consumer group / application id (env CONVSTREAM_APP_ID)")
-    p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 = off")
-    p.add_argument("--data-dir", help="worker state directory (env CONVSTREAM_DATA_DIR)")
-    p.add_argument("--loglevel", default="warning")
+    p.add_argument(
+        "--app-id",
+        help=f"consumer group / application id (env CONVSTREAM_APP_ID; default: {Settings.app_id})",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help=f"Prometheus port, 0 = off (env CONVSTREAM_METRICS_PORT; default: "
+        f"{Settings.metrics_port}; when it is taken the next free one of the 9 above it)",
+    )
+    p.add_argument(
+        "--data-dir",
+        help=f"worker state directory (env CONVSTREAM_DATA_DIR; default: {Settings.data_dir})",
+    )
+    p.add_argument("--loglevel", default="warning", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("generate", help="write synthetic traffic and its ground truth")
-    p.add_argument("-o", "--output", default="replay.jsonl")
-    p.add_argument("--truth", default="truth.jsonl")
-    p.add_argument("--profile", default="default")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--users", type=int)
-    p.add_argument("--days", type=int)
+    p = command("generate", "write synthetic traffic and its ground truth")
+    p.add_argument("-o", "--output", default="replay.jsonl", help="replay file")
+    p.add_argument("--truth", default="truth.jsonl", help="truth file")
+    _generator_args(p, seed=None)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("replay", help="produce a replay file to the broker in file order")
+    p = command("replay", "produce a replay file to the broker in file order")
     _kafka_args(p)
-    p.add_argument("file")
+    p.add_argument("file", help="a replay file from `convstream generate -o`")
     p.add_argument("--rate", type=float, default=0.0, help="events per second, 0 = max")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("labels", help="read the labels topic as JSON Lines")
+    p = command("labels", "read the labels topic as JSON Lines")
     _kafka_args(p)
-    p.add_argument("-o", "--output")
-    p.add_argument("--follow", action="store_true")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--follow", action="store_true", help="keep reading new labels (a tail)")
+    mode.add_argument(
+        "--wait",
+        action="store_true",
+        help="read until every conversion on the conversions topic has a label",
+    )
+    p.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=180.0,
+        help="with --wait: give up (exit 1) after this many seconds without progress",
+    )
+    p.add_argument(
+        "--app-id",
+        help=f"the worker's application id, to follow its progress (default: {Settings.app_id})",
+    )
     p.add_argument("--topic", default="labels", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_labels)
 
-    p = sub.add_parser(
-        "offline", help="the labels a worker gives for a replay file, computed without a broker"
-    )
+    p = command("offline", "the labels a worker gives for a replay file, without a broker")
     p.add_argument("replay", help="a replay file (convstream generate -o)")
     p.add_argument("-o", "--output", help="labels as JSON Lines, as `convstream labels` writes")
     p.add_argument(
@@ -200,42 +287,76 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_offline)
 
-    p = sub.add_parser("evaluate", help="score labels against a truth file")
-    p.add_argument("--labels", required=True)
-    p.add_argument("--truth", required=True)
-    p.add_argument("--replay", help="also run the rule baselines offline on this replay")
-    p.add_argument("--partitions", type=int, default=4)
+    p = command("evaluate", "score labels against a truth file")
+    p.add_argument("--labels", required=True, help="labels file from `convstream labels -o`")
+    p.add_argument("--truth", required=True, help="truth file from `convstream generate`")
+    p.add_argument("--replay", help="also run the model and rule baselines offline on this replay")
+    p.add_argument("--partitions", type=int, default=4, help="partitions of the offline run")
+    p.add_argument(
+        "--min-coverage",
+        type=float,
+        default=0.99,
+        help="warn and exit 1 when fewer truth conversions than this share have a label",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--report", metavar="PATH", help="also write an HTML report with charts")
+    p.add_argument("--explain", action="store_true", help="say what each figure means")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("quality", help="event quality per advertiser and event name")
+    p = command("quality", "event quality per advertiser and event name")
     _kafka_args(p)
     p.add_argument("--window-days", type=float, default=7.0, help="event-time window (days)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_quality)
 
-    p = sub.add_parser("demo", help="broker + worker + generate + replay + evaluate")
-    p.add_argument("--profile", default="default")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--users", type=int)
-    p.add_argument("--days", type=int)
-    p.add_argument("--workdir", default="demo-out")
-    p.add_argument("--partitions", type=int, default=4)
+    p = command("demo", "broker + worker + generate + replay + evaluate, in demo-out/")
+    _generator_args(p, seed=7)
+    p.add_argument("--workdir", default="demo-out", help="directory for every file, emptied first")
+    p.add_argument("--partitions", type=int, default=4, help="partitions per topic")
+    p.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=180.0,
+        help="stop (exit 1) after this many seconds without a new label or consumed input",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _generator_args(p: argparse.ArgumentParser, *, seed: int | None) -> None:
+    p.add_argument("--profile", default="default", choices=list(PROFILES), help="traffic profile")
+    seed_help = "random seed" if seed is not None else "random seed (default: the profile's, 0)"
+    p.add_argument("--seed", type=int, default=seed, help=seed_help)
+    p.add_argument("--users", type=int, help="platform users (default: the profile's, 3000)")
+    p.add_argument("--days", type=int, help="days of traffic (default: the profile's, 14)")
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
+    if args.command != "worker" and not args.debug:
+        # The tools' Kafka clients log every failed connection attempt at ERROR; a failure that
+        # matters ends the command with one line of ours (BrokerUnavailable) instead.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     from convstream.stream.kafka import BrokerUnavailable
 
     try:
         return args.func(args)
-    except BrokerUnavailable as exc:
-        print(f"convstream: error: {exc}", file=sys.stderr)
-        return 2
+    except (UserError, BrokerUnavailable) as exc:
+        return _one_line(args, str(exc))
+    except OSError as exc:
+        if exc.filename is None:  # not a path the person gave: a bug, keep the traceback
+            raise
+        return _one_line(args, f"{exc.filename}: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        return 130
+
+
+def _one_line(args: argparse.Namespace, message: str) -> int:
+    if args.debug:
+        traceback.print_exc()
+    print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -8,14 +8,18 @@ from typing import Any
 
 import orjson
 
-from convstream.core.evaluation import evaluate, load_jsonl
+from convstream.core.evaluation import evaluate
+from convstream.stream.inputs import read_labels, read_replay, read_truth
+from convstream.stream.report import glossary_text
 
+#: Rows of the side-by-side table: a key of ``EvalReport.as_dict()`` and its title.
 COLUMNS = (
     ("coverage", "coverage"),
-    ("precision", "match precision"),
-    ("recall", "match recall"),
+    ("match_precision", "match precision"),
+    ("match_recall", "match recall"),
     ("linkable_ceiling", "linkable ceiling"),
     ("recall_of_linkable", "recall / linkable"),
+    ("stranger_false_match_rate", "stranger false matches"),
     ("ece", "ECE (matched)"),
     ("brier", "Brier (matched)"),
     ("attribution_accuracy", "attribution accuracy"),
@@ -24,16 +28,21 @@ COLUMNS = (
     ("duplicate_keys", "duplicate keys"),
 )
 
+#: What the figures of the table mean, for people who did not write the evaluator.
+GLOSSARY = glossary_text()
+
 
 def side_by_side(reports: dict[str, dict[str, Any]]) -> str:
+    """One column per report, one row per :data:`COLUMNS` entry; ``-`` where a ratio is None.
+
+    >>> print(side_by_side({"a": {"coverage": 1.0, "match_precision": 0.5}}).splitlines()[2])
+    match precision                   0.5000
+    """
     names = list(reports)
     width = max(len(title) for _, title in COLUMNS) + 2
     lines = ["".ljust(width) + "".join(n.rjust(16) for n in names)]
     for key, title in COLUMNS:
-        cells = []
-        for n in names:
-            value = reports[n].get(key)
-            cells.append(_fmt(value).rjust(16))
+        cells = [_fmt(reports[n].get(key)).rjust(16) for n in names]
         lines.append(title.ljust(width) + "".join(cells))
     return "\n".join(lines)
 
@@ -46,11 +55,57 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def problems(report: dict[str, Any], *, min_coverage: float, source: str = "labels") -> list[str]:
+    """Why a report's figures should not be trusted: too few labels, or foreign keys.
+
+    >>> problems({"n_truth": 10, "n_labels": 10, "coverage": 1.0, "unexpected_keys": 0,
+    ...           "missing_keys": 0, "unexpected_sample": []}, min_coverage=0.99)
+    []
+    >>> problems({"n_truth": 10, "n_labels": 3, "coverage": 0.0, "unexpected_keys": 3,
+    ...           "missing_keys": 10, "unexpected_sample": ["x"]}, min_coverage=0.99)[0][:60]
+    'the labels and the truth do not belong together: none of the'
+    """
+    out = []
+    n_truth, n_labels = report["n_truth"], report["n_labels"]
+    unexpected = report["unexpected_keys"]
+    matched = n_labels - unexpected
+    if n_labels == 0:
+        out.append(
+            f"no {source} at all for the {n_truth} truth conversions: was the worker running, "
+            "and were the labels read after it caught up (`convstream labels --wait`)?"
+        )
+        return out
+    if matched == 0:
+        sample = ", ".join(report["unexpected_sample"][:1])
+        out.append(
+            f"the {source} and the truth do not belong together: none of the {n_labels} "
+            f"labelled keys is in the truth file (e.g. {sample}); were they made from another "
+            "replay, seed or profile?"
+        )
+        return out
+    if unexpected:
+        sample = ", ".join(report["unexpected_sample"][:3])
+        out.append(
+            f"{unexpected} of the {n_labels} labelled keys are not in the truth file "
+            f"(e.g. {sample}): {source} of another replay mixed in?"
+        )
+    coverage = report["coverage"] or 0.0
+    if coverage < min_coverage:
+        labelled = n_truth - report["missing_keys"]
+        out.append(
+            f"coverage {coverage:.3f} is under {min_coverage:.2f}: {labelled} "
+            f"of {n_truth} truth conversions have a label, so the other figures describe a "
+            "part; the worker may not have caught up (`convstream labels --wait`)"
+        )
+    return out
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
-    labels = load_jsonl(args.labels)
-    truth = load_jsonl(args.truth)
+    labels = read_labels(args.labels)
+    truth = read_truth(args.truth)
     report = evaluate(labels, truth)
     reports = {"worker": report.as_dict()}
+    warnings = problems(reports["worker"], min_coverage=args.min_coverage)
     if args.report:
         from convstream.stream.report import render_report
 
@@ -60,7 +115,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         from convstream.core.matching.baseline import DeterministicOnly, RuleBaseline
         from convstream.core.matching.model import MatchModel
 
-        replay = load_jsonl(args.replay)
+        replay = read_replay(args.replay)
         for name, factory in (
             ("model offline", MatchModel),
             ("rule baseline", RuleBaseline),
@@ -68,11 +123,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
         ):
             offline = run_offline(replay, factory, partitions=args.partitions)
             reports[name] = evaluate(offline, truth).as_dict()
+        for problem in problems(
+            reports["model offline"], min_coverage=args.min_coverage, source="offline labels"
+        ):
+            warnings.append(f"--replay {args.replay}: {problem}")
     if args.json:
         print(orjson.dumps(reports, option=orjson.OPT_INDENT_2).decode())
-        return 0
-    print(report.format_table())
-    if len(reports) > 1:
-        print()
-        print(side_by_side(reports))
-    return 0
+    else:
+        print(report.format_table())
+        if len(reports) > 1:
+            print()
+            print(side_by_side(reports))
+        if args.explain:
+            print()
+            print(GLOSSARY)
+    for warning in warnings:
+        print(f"convstream evaluate: warning: {warning}", file=sys.stderr)
+    return 1 if warnings else 0

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from convstream.stream.errors import UserError
 from convstream.stream.settings import INPUT_TOPICS, INTERNAL_TOPICS, OUTPUT_TOPICS, Settings
 
 KEY_FIELDS = {
@@ -27,6 +28,10 @@ KEY_FIELDS = {
     "clicks": "user_id",
     "identity": "user_id",
 }
+
+
+class TopicMissing(UserError, RuntimeError):
+    """A topic a tool reads is not on the broker (a RuntimeError, as it was before)."""
 
 
 class BrokerUnavailable(ConnectionError):
@@ -53,6 +58,11 @@ async def start_client(client: Any, settings: Settings) -> None:
     try:
         await client.start()
     except KafkaConnectionError as exc:
+        # a client that failed to start still holds its connections; close it, or asyncio
+        # reports "Unclosed AIOKafkaConsumer" on top of the one line the person should see
+        close = getattr(client, "stop", None) or client.close
+        with contextlib.suppress(Exception):
+            await close()
         raise BrokerUnavailable(settings) from exc
 
 
@@ -123,7 +133,7 @@ async def produce(
     producer = AIOKafkaProducer(**client_options(settings), linger_ms=20, max_batch_size=262144)
     await start_client(producer, settings)
     sent = 0
-    started = time.monotonic()
+    started = shown = time.monotonic()
     try:
         pending = []
         for line in lines:
@@ -142,8 +152,10 @@ async def produce(
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 pending.clear()
-                if progress:
+                # in place on a terminal; in a log file, a line every 10 s
+                if progress and (sys.stderr.isatty() or time.monotonic() - shown >= 10.0):
                     _progress(sent, total, started)
+                    shown = time.monotonic()
         await asyncio.gather(*pending)
         await producer.flush()
     finally:
@@ -154,6 +166,8 @@ async def produce(
 
 
 def _progress(sent: int, total: int | None, started: float, *, final: bool = False) -> None:
+    """Redraw the bar in place on a terminal; in a log, one line each call."""
+    tty = sys.stderr.isatty()
     elapsed = max(time.monotonic() - started, 1e-9)
     if total:
         width = 30
@@ -162,7 +176,11 @@ def _progress(sent: int, total: int | None, started: float, *, final: bool = Fal
         text = f"\r[{bar}] {sent}/{total} events, {sent / elapsed:,.0f} ev/s"
     else:
         text = f"\r{sent} events, {sent / elapsed:,.0f} ev/s"
-    sys.stderr.write(text + ("\n" if final else ""))
+    if not tty:
+        text = text.lstrip("\r") + "\n"
+    elif final:
+        text += "\n"
+    sys.stderr.write(text)
     sys.stderr.flush()
 
 
@@ -215,7 +233,10 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
             if partitions:
                 return sorted(partitions)
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"topic {topic!r} does not exist on the broker")
+    raise TopicMissing(
+        f"topic {topic!r} does not exist on the broker: nothing was replayed to it yet, or "
+        "--topic-prefix differs"
+    )
 
 
 async def _at_end(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:

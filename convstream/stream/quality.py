@@ -21,7 +21,7 @@ from convstream.core.quality import (
     format_table,
 )
 from convstream.stream import metrics
-from convstream.stream.kafka import _at_end, _partitions, client_options, read_topic
+from convstream.stream.kafka import _at_end, _partitions, client_options, read_topic, start_client
 from convstream.stream.records import Invalid, parse_conversion
 from convstream.stream.settings import Settings
 
@@ -68,7 +68,7 @@ async def read_raw(settings: Settings, topic: str) -> AsyncIterator[tuple[str | 
     consumer = AIOKafkaConsumer(
         **client_options(settings), enable_auto_commit=False, auto_offset_reset="earliest"
     )
-    await consumer.start()
+    await start_client(consumer, settings)
     try:
         physical = settings.topic(topic)
         tps = [TopicPartition(physical, p) for p in await _partitions(consumer, physical)]
@@ -118,11 +118,12 @@ async def load_tracker(settings: Settings, window_ms: int) -> tuple[QualityTrack
     return tracker, unlabelled
 
 
-def run_quality(args: argparse.Namespace) -> int:
+def run_quality(args: argparse.Namespace, settings: Settings | None = None) -> int:
     """``convstream quality``: print the event quality table of the topics."""
-    settings = Settings.from_env(
-        broker=getattr(args, "broker", None), topic_prefix=getattr(args, "topic_prefix", None)
-    )
+    if settings is None:
+        settings = Settings.from_env(
+            broker=getattr(args, "broker", None), topic_prefix=getattr(args, "topic_prefix", None)
+        )
     window_days = getattr(args, "window_days", None) or 7.0
     tracker, unlabelled = asyncio.run(load_tracker(settings, int(window_days * DAY_MS)))
     rows = tracker.report()

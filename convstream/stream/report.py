@@ -41,6 +41,52 @@ DETAILS = (
     ("label_weight_ratio", "label weight / last touch"),
     ("total_label_weight", "total label weight"),
 )
+#: What each figure means, for the terminal (glossary_text) and the page (its last section).
+GLOSSARY = (
+    ("coverage", "share of truth conversions that got a label at all (want 1.000)"),
+    ("precision", "of the labels that name a user, the share naming the true converter"),
+    ("recall", "of the conversions by platform users, the share matched correctly"),
+    (
+        "linkable ceiling",
+        "share of platform conversions whose identifiers the platform saw before the "
+        "conversion: no matcher can recall more than this",
+    ),
+    ("recall of linkable", "recall among the linkable conversions: how close to the ceiling"),
+    (
+        "stranger false matches",
+        "share of conversions by non-users (strangers) given a user anyway",
+    ),
+    (
+        "ECE, Brier",
+        "calibration of match_confidence on labels with a user (0 = perfect); ECE is the "
+        "mean gap between confidence and observed precision",
+    ),
+    ("last-touch accuracy", "share of conversions whose top credit is the true last touch"),
+    (
+        "label-weight precision",
+        "share of all label weight on the true user's true last touch: how much of what a "
+        "trainer is fed is right",
+    ),
+)
+
+
+def glossary_text(width: int = 96) -> str:
+    """:data:`GLOSSARY` as an indented two-column block for a terminal.
+
+    >>> print(glossary_text().splitlines()[1])
+      coverage                share of truth conversions that got a label at all (want 1.000)
+    """
+    import textwrap
+
+    term_width = max(len(term) for term, _ in GLOSSARY) + 2
+    out = ["what the figures mean"]
+    for term, meaning in GLOSSARY:
+        lines = textwrap.wrap(meaning, width - term_width - 2)
+        out.append(f"  {term.ljust(term_width)}{lines[0]}")
+        out.extend(" " * (term_width + 2) + line for line in lines[1:])
+    return "\n".join(out)
+
+
 CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1180px; }
 h1 { font-size: 22px; margin: 0 0 12px; } h2 { font-size: 16px; margin: 0 0 4px; }
@@ -51,6 +97,8 @@ h1 { font-size: 22px; margin: 0 0 12px; } h2 { font-size: 16px; margin: 0 0 4px;
 figure { margin: 0; } figcaption { color: #555; max-width: 540px; font-size: 12px; }
 table { border-collapse: collapse; align-self: flex-start; margin-top: 30px; }
 td { padding: 2px 12px 2px 0; } td.v { text-align: right; font-variant-numeric: tabular-nums; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; max-width: 900px; }
+dt { font-weight: bold; } dd { margin: 0; }
 """
 
 
@@ -261,6 +309,9 @@ def report_html(labels: Iterable[Mapping[str, Any]], truth: Iterable[Mapping[str
             "bins.",
         ),
     ]
+    glossary = "".join(
+        f"<dt>{escape(term)}</dt><dd>{escape(meaning)}</dd>" for term, meaning in GLOSSARY
+    )
     figures_html = "".join(
         f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>"
         for svg, caption in charts
@@ -272,6 +323,7 @@ def report_html(labels: Iterable[Mapping[str, Any]], truth: Iterable[Mapping[str
         "<h1>convstream evaluation report</h1>"
         f'<div class="cards">{cards}</div>'
         f'<div class="charts">{figures_html}<table>{details}</table></div>'
+        f'<h2>What the figures mean</h2><dl class="glossary">{glossary}</dl>'
         "</body></html>\n"
     )
 

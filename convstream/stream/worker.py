@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import sys
@@ -11,15 +12,73 @@ import faust
 
 from convstream.stream import health, logs, metrics
 from convstream.stream.app import create_app
+from convstream.stream.errors import UserError
 from convstream.stream.kafka import ensure_topics
-from convstream.stream.settings import Settings
+from convstream.stream.settings import INPUT_TOPICS, Settings
+
+log = logging.getLogger("convstream.worker")
+
+#: A second worker on one host finds the metrics port taken by the first: it takes the next
+#: free one of this many above it (deploy/prometheus/prometheus.yml says where to scrape them).
+METRICS_PORT_SPAN = 10
+
+
+def serve_metrics(host: str, port: int, span: int = METRICS_PORT_SPAN) -> int:
+    """Serve metrics on ``port``, else on the first free port of the ``span - 1`` above it;
+    returns the port (0: metrics off). All taken: :class:`UserError` naming the flag."""
+    if port == 0:
+        return 0
+    for candidate in range(port, min(port + span, 65536)):
+        try:
+            metrics.start_metrics_server(host, candidate)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise UserError(f"cannot serve metrics on {host}:{candidate}: {exc}") from exc
+            continue
+        if candidate != port:
+            log.warning(
+                "metrics port %s:%d is in use (another worker on this host?): serving metrics "
+                "on %s:%d instead; --metrics-port N chooses one",
+                host, port, host, candidate,
+            )  # fmt: skip
+        return candidate
+    raise UserError(
+        f"metrics ports {host}:{port}-{candidate} are all in use: start this worker with "
+        "--metrics-port N (CONVSTREAM_METRICS_PORT) for a free port, or 0 for no metrics"
+    )
+
+
+def startup_line(settings: Settings, metrics_port: int) -> str:
+    """The one line a worker logs as it starts: where it reads, serves and keeps state.
+
+    >>> print(startup_line(Settings(), 9401))  # doctest: +NORMALIZE_WHITESPACE
+    convstream worker starting: broker kafka://127.0.0.1:9092, app id convstream,
+    topics impressions,clicks,identity,conversions,feedback,privacy x 4 partitions,
+    metrics http://127.0.0.1:9401/metrics, store memory:// (data dir ./convstream-data)
+    """
+    served = f"http://{settings.metrics_host}:{metrics_port}/metrics" if metrics_port else "off"
+    return (
+        f"convstream worker starting: broker {settings.broker}, app id {settings.app_id}, "
+        f"topics {','.join(settings.topic(t) for t in INPUT_TOPICS)} x {settings.partitions} "
+        f"partitions, metrics {served}, store {settings.store} (data dir {settings.data_dir})"
+    )
 
 
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
-    asyncio.run(ensure_topics(settings))
+    # A broker that is not there ends this first step with one line (BrokerUnavailable), not
+    # with aiokafka's own error lines first; once running, the worker logs them (thinned).
+    kafka_log = logging.getLogger("aiokafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
+        asyncio.run(ensure_topics(settings))
+    finally:
+        kafka_log.setLevel(level)
+    metrics_port = serve_metrics(settings.metrics_host, settings.metrics_port)
+    # stderr, not the log: it must show at the default level (warning) and before Faust's own
+    print(startup_line(settings, metrics_port), file=sys.stderr, flush=True)
     app, rt = create_app(settings)
     health.register(rt)
-    metrics.start_metrics_server(settings.metrics_host, settings.metrics_port)
 
     @app.on_rebalance_complete.connect
     async def _rebalanced(sender: object, **kwargs: object) -> None:

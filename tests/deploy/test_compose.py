@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -189,10 +188,7 @@ def test_dockerfile_installs_the_project():
     assert not ignored & {"convstream", "pyproject.toml", "README.md"}
 
 
-@pytest.mark.skipif(
-    shutil.which("docker-compose") is None,
-    reason="docker-compose not installed (Debian package docker-compose; .ci/run installs it)",
-)
+@pytest.mark.needs("docker-compose")
 def test_docker_compose_config_is_valid():
     result = subprocess.run(
         ["docker-compose", "-f", str(COMPOSE_FILE), "config", "-q"],

@@ -19,13 +19,9 @@ from tests.deploy.promql import (
     defined_metric_names,
     labelled_expressions,
     metric_names,
-    prometheus_binary,
 )
 
-pytestmark = pytest.mark.skipif(
-    prometheus_binary() is None,
-    reason="prometheus not installed (Debian package prometheus; .ci/run installs it)",
-)
+pytestmark = pytest.mark.needs("prometheus")
 
 
 @pytest.fixture(scope="module")

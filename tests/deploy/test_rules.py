@@ -4,7 +4,6 @@ convstream/stream/metrics.py defines."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
@@ -23,10 +22,7 @@ from tests.deploy.promql import (
     rule_expressions,
 )
 
-needs_promtool = pytest.mark.skipif(
-    shutil.which("promtool") is None,
-    reason="promtool not installed (Debian package prometheus; .ci/run installs it)",
-)
+needs_promtool = pytest.mark.needs("promtool")
 
 
 def promtool(*args: str) -> None:

@@ -26,15 +26,11 @@ from tests.deploy.promql import (
     free_port,
     labelled_expressions,
     metric_names,
-    prometheus_binary,
 )
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        prometheus_binary() is None,
-        reason="prometheus not installed (Debian package prometheus; .ci/run installs it)",
-    ),
+    pytest.mark.needs("prometheus"),
 ]
 
 RULES = "alerts.yml: "

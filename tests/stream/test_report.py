@@ -134,3 +134,23 @@ def test_empty_inputs_still_render(tmp_path):
     html = render_report([], [], tmp_path / "empty.html").read_text()
     svgs = charts(html)
     assert len(svgs) == 3
+
+
+def test_page_says_what_every_figure_means(page):
+    from convstream.stream.report import GLOSSARY
+
+    html, _, _ = page
+    glossary = ET.fromstring(re.search(r'<dl class="glossary">.*?</dl>', html, flags=re.S)[0])
+    assert [dt.text for dt in glossary.iter("dt")] == [term for term, _ in GLOSSARY]
+
+
+def test_the_glossary_explains_the_rows_of_the_printed_table(page):
+    """Each glossary term names a row of the table the demo and evaluate print, so the two
+    cannot drift apart silently."""
+    from convstream.core.evaluation import evaluate
+    from convstream.stream.report import GLOSSARY
+
+    _, labels, truth = page
+    table = evaluate(labels, truth).format_table()
+    for term, _ in GLOSSARY:
+        assert term.split(",")[0] in table, term

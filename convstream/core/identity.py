@@ -679,6 +679,41 @@ def kind_of(key: IdentifierKey) -> IdentifierKind:
     return key.split(":", 1)[0]
 
 
+_EMAIL_ANYWHERE_RE = re.compile(r"[^\s@]+(?:@|%40)[^\s@]+\.[^\s@]+", re.IGNORECASE)
+_PHONE_SHAPED_RE = re.compile(r"\+?[\d\s().\-/\u2010-\u2015]+")
+
+
+def looks_like_pii(text: str) -> bool:
+    """True when free text is, or contains, an email, or is as a whole shaped like a phone
+    number (7 to 15 digits with the usual separators; an epoch-millisecond time is not one).
+
+    >>> looks_like_pii("ann@example.com"), looks_like_pii("+1 (555) 010-0199")
+    (True, True)
+    >>> looks_like_pii("ord-1234567"), looks_like_pii("1767571200000"), looks_like_pii("42")
+    (False, False, False)
+    """
+    if _EMAIL_ANYWHERE_RE.search(text):
+        return True
+    stripped = text.strip()
+    if not _PHONE_SHAPED_RE.fullmatch(stripped):
+        return False
+    digits = "".join(ch for ch in stripped if ch.isdigit())
+    return PHONE_MIN_DIGITS <= len(digits) <= PHONE_MAX_DIGITS and not _is_epoch_ms(digits)
+
+
+def forwarded_text(text: str) -> str:
+    """Free text that leaves the worker (an event id, an event name): as it is, or
+    ``sha256:<hex>`` of it when it looks like an email or a phone number. Every input topic
+    applies the same rule, so the CAPI and pixel copies and the feedback still share one key.
+
+    >>> forwarded_text("ord-42")
+    'ord-42'
+    >>> forwarded_text("ann@example.com") == "sha256:" + sha256_hex("ann@example.com")
+    True
+    """
+    return "sha256:" + sha256_hex(text) if looks_like_pii(text) else text
+
+
 # --- PII redaction -----------------------------------------------------------------------------
 
 REDACTED = "[redacted]"

@@ -17,6 +17,7 @@ import hashlib
 import ipaddress
 import re
 import unicodedata
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -721,15 +722,18 @@ REDACTED = "[redacted]"
 #: Keys whose non-hash values are PII whatever they look like (CAPI user_data names included).
 PII_KEYS = frozenset(
     {"em", "ph", "fn", "ln", "db", "ge", "ct", "st", "zp", "email", "phone", "external_id"}
-    | {"device_id"}
+    | {"device_id", "country", "madid", "hashed_maids", "fbp", "fbc", "anon_id", "lead_id"}
+    | {"subscription_id", "fb_login_id", "partner_id", "f5first", "f5last", "fi", "dobd"}
+    | {"dobm", "doby", "first_name", "last_name", "zip", "postal_code", "address", "city"}
 )
 #: Keys whose numbers are counters, times or money, never phone numbers.
 SAFE_NUMBER_KEYS = frozenset(
     {"ts", "value", "offset", "partition", "revision", "count", "degree", "d", "n", "timestamp"}
     | {"time", "watermark", "clock", "first_seen_clock", "n_adv", "n_clicks", "score", "weight"}
     | {"credit", "confidence", "label_weight", "price", "amount", "currency_value", "seq"}
+    | {"event_time", "num_items", "quantity", "item_price", "predicted_ltv", "index"}
 )
-_SAFE_SUFFIXES = ("_ts", "_ms", "_at", "_count", "_weight", "_offset")
+_SAFE_SUFFIXES = ("_ts", "_ms", "_at", "_count", "_weight", "_offset", "_time")
 
 # Epoch milliseconds from 2000-01-01 to 2100-01-01: 13-digit integers that are times, not phones.
 _EPOCH_MS_MIN = 946_684_800_000
@@ -737,12 +741,20 @@ _EPOCH_MS_MAX = 4_102_444_800_000
 
 _SAFE_KEY_ALT = "|".join(sorted(SAFE_NUMBER_KEYS, key=len, reverse=True))
 _PII_KEY_ALT = "|".join(sorted(PII_KEYS, key=len, reverse=True))
+#: Between the digits of a written phone number: whitespace (NBSP too), dots, dashes of any
+#: width, slashes, brackets, underscores, a URL-encoded byte (``%20``), an escaped newline.
+_PHONE_SEP = r"(?:[\s.\-()/_\u2010-\u2015\u2212]|%[0-9A-Fa-f]{2}|\\[nrt])"
 _TEXT_RE = re.compile(
     rf"""
-    (?P<safe_num>(?<![\w])"?(?:{_SAFE_KEY_ALT}|\w*(?:{"|".join(_SAFE_SUFFIXES)}))"?
+    (?P<safe_num>(?<![\w])(?:\\*")?(?:{_SAFE_KEY_ALT}|\w*(?:{"|".join(_SAFE_SUFFIXES)}))(?:\\*")?
         \s*[:=]\s*-?\d+(?:\.\d+)?(?![\d.]))
-    | (?P<pii_head>(?<![\w])"?(?:{_PII_KEY_ALT}|(?=\w*(?:email|phone))\w++)"?\s*[:=]\s*)
-        (?: "(?P<pii_str>(?:[^"\\]|\\.)*)" | (?P<pii_num>\+?\d(?:[\ .\-()]{{0,4}}\d)*) )
+    | (?P<pii_head>(?<![\w])(?:\\*")?(?:{_PII_KEY_ALT}|(?=\w*(?:email|phone))\w++)(?:\\*")?
+        \s*[:=]\s*)
+      (?P<pii_val>
+          (?P<q>\\*)"(?P<pii_str>.*?)(?:(?<!\\)(?P=q)"|\Z)
+        | \[[^\]]*(?:\]|\Z)
+        | \{{[^}}]*(?:\}}|\Z)
+        | [^\s,;&}}\]"\\]+ )
     | (?P<hex>(?<![\w])[0-9a-fA-F]{{64}}(?![\w]))
     | (?P<uahash>(?<=\|)[0-9a-f]{{16}}(?![\w]))
     | (?P<uuid>(?<![\w])[0-9a-fA-F]{{8}}(?:-[0-9a-fA-F]{{4}}){{3}}-[0-9a-fA-F]{{12}}(?![\w]))
@@ -750,11 +762,18 @@ _TEXT_RE = re.compile(
         (?:[T\ ]\d{{2}}:\d{{2}}(?::\d{{2}}(?:[.,]\d+)?)?(?:Z|[+-]\d{{2}}:?\d{{2}})?)?)
     | (?P<ipv4>(?<![\w.])(?:\d{{1,3}}\.){{3}}\d{{1,3}}(?!\.?\d))
     | (?P<email>(?<![\w.!#$%&'*+/=?^`{{|}}~\-])[\w.!#$%&'*+/=?^`{{|}}~\-]+(?:@|%40)
-        [A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+)
-    | (?P<phone>(?:(?<![\w+])|(?<=\\[nrtbf]))\+?\(?\d(?:[\ .\-()]{{0,4}}\d){{6,}}(?![\w]))
+        [\w\-]+(?:\.[\w\-]+)+)
+    | (?P<phone>(?:(?<![\w+])|(?<=\\[nrtbf])|(?<=%[0-9A-Fa-f]{{2}}))(?:\+|%2[bB])?\(?\d
+        (?:{_PHONE_SEP}{{0,4}}\d){{6,}}(?![\w]))
     """,
-    re.VERBOSE | re.IGNORECASE,
+    re.VERBOSE | re.IGNORECASE | re.DOTALL,
 )
+#: One element of a list under a PII key: a string (any escaping depth, maybe cut) or a token.
+_ITEM_RE = re.compile(r'(?P<q>\\*)"(?P<s>.*?)(?:(?<!\\)(?P=q)"|\Z)|[^\s,\[\]"\\]+', re.DOTALL)
+_KEEP_TOKENS = frozenset({"null", "true", "false"})
+#: A JSON ``\uXXXX`` escape, behind any number of backslashes (double-encoded JSON).
+_UNICODE_ESCAPE_RE = re.compile(r"\\+u([0-9a-fA-F]{4})")
+_URL_ESCAPE_RE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
 _HASH_VALUE_RE = re.compile(r"(?:[\w.\-]+:)*[0-9a-fA-F]{64}")
@@ -771,12 +790,27 @@ def _is_epoch_ms(digits: str) -> bool:
     return len(digits) == 13 and digits.isdigit() and _EPOCH_MS_MIN <= int(digits) < _EPOCH_MS_MAX
 
 
+def _item_repl(m: re.Match[str]) -> str:
+    if m.group("s") is not None:
+        q = m.group("q")
+        return m.group(0) if _is_hash_value(m.group("s")) else f'{q}"{REDACTED}{q}"'
+    token = m.group(0)
+    return token if token.lower() in _KEEP_TOKENS or _is_hash_value(token) else f'"{REDACTED}"'
+
+
 def _text_repl(m: re.Match[str]) -> str:
     if m.group("pii_head") is not None:
-        value = m.group("pii_str") if m.group("pii_str") is not None else m.group("pii_num")
-        if _is_hash_value(value):
-            return m.group(0)
-        return m.group("pii_head") + f'"{REDACTED}"'
+        head, value = m.group("pii_head"), m.group("pii_val")
+        if m.group("pii_str") is not None:
+            if _is_hash_value(m.group("pii_str")):
+                return m.group(0)
+            q = m.group("q")
+            return f'{head}{q}"{REDACTED}{q}"'
+        if value.startswith("["):
+            return head + _ITEM_RE.sub(_item_repl, value)
+        if value.startswith("{") or not (value.lower() in _KEEP_TOKENS or _is_hash_value(value)):
+            return f'{head}"{REDACTED}"'
+        return m.group(0)
     if m.group("email") is not None:
         return REDACTED
     if m.group("phone") is not None and not _is_epoch_ms(m.group("phone")):
@@ -784,7 +818,22 @@ def _text_repl(m: re.Match[str]) -> str:
     return m.group(0)
 
 
+def _unescape_char(m: re.Match[str]) -> str:
+    code = int(m.group(1), 16)
+    # Quotes, backslashes, controls and surrogates stay escaped: the JSON must stay JSON.
+    if code < 0x20 or code in (0x22, 0x5C) or 0xD800 <= code <= 0xDFFF:
+        return m.group(0)
+    return chr(code)
+
+
 def _redact_text(text: str) -> str:
+    # Read what the text says, not how it is escaped: a form body or a URL-encoded JSON
+    # (%22fn%22%3A...) is URL-decoded, JSON \uXXXX escapes are decoded (the output is then the
+    # decoded text: it is for people to read in dead-letter, never parsed back).
+    if "%" in text and _URL_ESCAPE_RE.search(text):
+        text = urllib.parse.unquote(text, errors="surrogateescape")
+    if "\\" in text and "u" in text:
+        text = _UNICODE_ESCAPE_RE.sub(_unescape_char, text)
     return _TEXT_RE.sub(_text_repl, text)
 
 
@@ -802,7 +851,9 @@ def _redact(obj: Any, context: str) -> Any:
     if isinstance(obj, dict):
         out: dict[Any, Any] = {}
         for key, value in obj.items():
-            if isinstance(key, str):
+            if context == "pii":  # everything under a PII key stays PII, however nested
+                out[_redact_text(key) if isinstance(key, str) else key] = _redact(value, "pii")
+            elif isinstance(key, str):
                 ctx = "pii" if _is_pii_key(key) else "safe" if _is_safe_key(key) else ""
                 out[_redact_text(key)] = _redact(value, ctx)
             else:
@@ -811,7 +862,14 @@ def _redact(obj: Any, context: str) -> Any:
     if isinstance(obj, list | tuple):
         items = [_redact(item, context) for item in obj]
         return items if isinstance(obj, list) else tuple(items)
-    if obj is None or isinstance(obj, bool | float):
+    if obj is None or isinstance(obj, bool):
+        return obj
+    if isinstance(obj, float):
+        if context == "pii":
+            return REDACTED
+        # A phone read into a float (4.42079460958e11) is an integer of 7+ digits.
+        if context != "safe" and obj.is_integer() and _redact(int(obj), context) == REDACTED:
+            return REDACTED
         return obj
     if isinstance(obj, int):
         if context == "pii":
@@ -837,14 +895,20 @@ def redact_pii(obj: Any) -> Any:
 
     What is replaced by ``"[redacted]"``:
 
-    - email-like substrings anywhere (``@`` or URL-encoded ``%40``);
-    - phone-like digit runs: 7+ digits, optional leading ``+`` and `` .-()`` separators, in
+    - email-like substrings anywhere (``@`` or URL-encoded ``%40``, any script in the domain);
+    - phone-like digit runs: 7+ digits, optional leading ``+`` (or ``%2B``) and separators
+      (whitespace, NBSP, dots, dashes of any width, ``/``, brackets, URL-encoded bytes), in
       strings (so a decimal like ``3.14159265`` in free text goes too: it cannot be told from a
-      dotted phone), and integers of 7+ digits outside the keys below;
-    - any value (string, number, list items) under a PII key unless it is a hash or an
-      identifier key around one (``em:<sha256>``). PII keys: ``em``, ``ph``, ``email``,
-      ``phone`` (or any key containing them, any case), the CAPI ``fn ln db ge ct st zp``,
-      ``external_id`` and ``device_id``.
+      dotted phone), and integers (or integral floats) of 7+ digits outside the keys below;
+    - any value (string, number, float, list items, a nested object) under a PII key unless it
+      is a hash or an identifier key around one (``em:<sha256>``). PII keys: ``em``, ``ph``,
+      ``email``, ``phone`` (or any key containing them, any case), every customer-information
+      key of both platforms (``fn ln db ge ct st zp country external_id madid hashed_maids
+      fbp fbc``...) and ``device_id``.
+
+    Text is read with JSON ``\\uXXXX`` escapes decoded (at any depth: double-encoded JSON too),
+    so ``ann\\u0040example.com`` is an email; a quoted value under a PII key is found whether
+    its quotes are escaped once, twice or not closed (a payload cut mid-value).
 
     What is kept: 64-hex hashes, UUIDs, IPv4 addresses, ISO dates/times, JSON floats, numbers
     under time/counter/money keys (``ts``, ``value``, ``offset``, ``partition``, ``revision``, ...,

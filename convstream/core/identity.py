@@ -417,6 +417,16 @@ _SOURCES: dict[str, tuple[tuple[str, Callable[[object], str | None]], ...]] = {
 SINGLE_VALUED = frozenset({"client_ip_address", "client_user_agent"})
 
 
+#: The ``field`` label values of rejections: user_data fields as sent.
+REJECTION_FIELDS: tuple[str, ...] = tuple(f for sources in _SOURCES.values() for f, _ in sources)
+#: The ``reason`` label values of rejections.
+REJECTION_REASONS: tuple[str, ...] = (
+    "placeholder", "invalid_email", "invalid_phone", "too_short", "too_long", "repeated_digits",
+    "sequence", "all_zero", "md5", "invalid_fbc", "invalid_ip", "not_routable", "too_many",
+    "invalid_external_id", "invalid_device_id", "invalid_click_id", "invalid_user_agent",
+)  # fmt: skip
+
+
 def normalize_user_data(ud: dict[str, Any] | None) -> tuple[UserData, tuple[Rejection, ...]]:
     """Hashed user_data and the values rejected from it.
 

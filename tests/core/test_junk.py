@@ -218,3 +218,11 @@ def test_every_value_is_kept_or_rejected(ud):
         assert len(given_values) >= len(kept)
         if given_values:
             assert kept or dropped
+
+
+@given(user_data)
+def test_every_rejection_is_in_the_metric_vocabulary(ud):
+    from convstream.core.identity import REJECTION_FIELDS, REJECTION_REASONS
+
+    for r in normalize_user_data(ud)[1]:
+        assert r.field in REJECTION_FIELDS and r.reason in REJECTION_REASONS

@@ -22,12 +22,13 @@ from typing import Any
 import orjson
 
 from convstream.core.identity import (
+    JunkIdentifier,
     Rejection,
+    device_id_hash,
+    email_hash,
     forwarded_text,
-    hash_device_id,
-    hash_email,
-    hash_phone,
     normalize_user_data,
+    phone_hash,
     valid_ip,
 )
 
@@ -76,6 +77,8 @@ class Engagement:
     user_agent: str | None
     device_id: str | None
     click_id: str | None = None
+    #: Identifier values dropped as junk (an all-zero device id): never sighted.
+    rejected: tuple[Rejection, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -89,6 +92,8 @@ class IdentitySighting:
     device_id: str | None
     ip: str | None
     user_agent: str | None
+    #: Identifier values dropped as junk (a placeholder email): never sighted.
+    rejected: tuple[Rejection, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -201,9 +206,16 @@ def _ip(obj: dict[str, Any], name: str) -> str | None:
     return value
 
 
-def _hashed(obj: dict[str, Any], name: str, hasher: Any) -> str | None:
+def _hashed(obj: dict[str, Any], name: str, hasher: Any, rejected: list[Rejection]) -> str | None:
+    """The field's key, None when absent or junk (then noted in ``rejected``)."""
     value = _opt_str(obj, name)
-    return hasher(value) if value is not None else None
+    if value is None:
+        return None
+    try:
+        return hasher(value)
+    except JunkIdentifier as exc:
+        rejected.append(Rejection(name, exc.reason))
+        return None
 
 
 def parse_engagement(raw: bytes | str | None, kind: str) -> Engagement:
@@ -218,6 +230,7 @@ def parse_engagement(raw: bytes | str | None, kind: str) -> Engagement:
         event_id = click_id
     elif event_id is None:
         raise Invalid("missing_field", "event_id")
+    rejected: list[Rejection] = []
     return Engagement(
         kind=kind,
         event_id=event_id,
@@ -228,8 +241,9 @@ def parse_engagement(raw: bytes | str | None, kind: str) -> Engagement:
         ad_id=_str(obj, "ad_id"),
         ip=_ip(obj, "ip"),
         user_agent=_opt_str(obj, "user_agent", limit=MAX_UA_LEN),
-        device_id=_hashed(obj, "device_id", hash_device_id),
+        device_id=_hashed(obj, "device_id", device_id_hash, rejected),
         click_id=click_id,
+        rejected=tuple(rejected),
     )
 
 
@@ -243,14 +257,16 @@ def parse_click(raw: bytes | str | None) -> Engagement:
 
 def parse_identity(raw: bytes | str | None) -> IdentitySighting:
     obj = _load(raw)
+    rejected: list[Rejection] = []
     return IdentitySighting(
         user_id=_str(obj, "user_id"),
         ts=_ts(obj),
-        em=_hashed(obj, "em", hash_email),
-        ph=_hashed(obj, "ph", hash_phone),
-        device_id=_hashed(obj, "device_id", hash_device_id),
+        em=_hashed(obj, "em", email_hash, rejected),
+        ph=_hashed(obj, "ph", phone_hash, rejected),
+        device_id=_hashed(obj, "device_id", device_id_hash, rejected),
         ip=_ip(obj, "ip"),
         user_agent=_opt_str(obj, "user_agent", limit=MAX_UA_LEN),
+        rejected=tuple(rejected),
     )
 
 

@@ -329,3 +329,27 @@ def test_ordinary_event_ids_are_kept(event_id):
 def test_an_event_name_that_is_an_email_is_hashed():
     rec = one(envelope(pinterest_event(event_name="ann@example.com")))
     assert "ann@example.com" not in rec.key
+
+
+# --- junk on the platform's own topics ---------------------------------------------------------
+
+
+def test_identity_and_engagement_junk_is_noted_not_sighted():
+    from convstream.stream.records import parse_identity, parse_impression
+
+    ident = parse_identity(
+        orjson.dumps({"user_id": "u1", "ts": EVENT_TIME * 1000, "em": "noemail@example.com",
+                      "ph": "123", "device_id": "00000000-0000-0000-0000-000000000000"})
+    )  # fmt: skip
+    assert (ident.em, ident.ph, ident.device_id) == (None, None, None)
+    assert ident.rejected == (
+        Rejection("em", "placeholder"),
+        Rejection("ph", "too_short"),
+        Rejection("device_id", "all_zero"),
+    )
+    imp = parse_impression(
+        orjson.dumps({"event_id": "i1", "ts": EVENT_TIME * 1000, "user_id": "u1",
+                      "advertiser_id": "a", "campaign_id": "c", "ad_id": "d",
+                      "device_id": "ffffffff-ffff-ffff-ffff-ffffffffffff"})
+    )  # fmt: skip
+    assert imp.device_id is None and imp.rejected == (Rejection("device_id", "repeated_digits"),)

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from convstream.core.identifier_quality import phone_notes
 from convstream.core.identity import (
     JunkIdentifier,
     Rejection,
@@ -115,6 +116,8 @@ class Conversion:
     user_data: dict[str, Any]
     rejected: tuple[Rejection, ...] = field(default=())
     opt_out: bool = False
+    #: Values kept but unlikely to match (a phone without country code), for quality advice.
+    notes: tuple[Rejection, ...] = ()
 
     @property
     def key(self) -> str:
@@ -365,9 +368,11 @@ def _conversion_event(
     event_name = _str(obj, "event_name", limit=EVENT_NAME_LEN)
     ts = _event_time(obj) if capi_shape else _ts(obj)
     hashed, rejected = normalize_user_data(user_data)
+    notes = phone_notes(user_data.get("ph"))
     opt_out = _restricted(obj, custom)
     if opt_out:
         hashed = {**dict.fromkeys(hashed), "opt_out": True}
+        notes = ()
     return Conversion(
         event_id=forwarded_text(event_id),
         event_name=forwarded_text(event_name),
@@ -379,6 +384,7 @@ def _conversion_event(
         user_data=hashed,
         rejected=rejected,
         opt_out=opt_out,
+        notes=notes,
     )
 
 

@@ -59,6 +59,8 @@ PHONE_MIN_DIGITS = 7
 PHONE_MAX_DIGITS = 15
 #: Values per identifier field kept from one event; the rest are rejected as ``too_many``.
 MAX_VALUES_PER_FIELD = 10
+#: Elements of one list read at all; beyond them the rest is one ``too_many`` rejection.
+MAX_ITEMS_READ = 4 * MAX_VALUES_PER_FIELD
 
 #: Placeholders people and tag managers send instead of leaving a field out, compared lowercased.
 PLACEHOLDERS: frozenset[str] = frozenset(
@@ -448,7 +450,11 @@ def normalize_user_data(ud: dict[str, Any] | None) -> tuple[UserData, tuple[Reje
         values: list[str] = []
         for field, fn in sources:
             raw = ud.get(field)
-            for item in raw if isinstance(raw, list | tuple) else (raw,):
+            items = raw if isinstance(raw, list | tuple) else (raw,)
+            if len(items) > MAX_ITEMS_READ:  # a hostile list costs no more than a long one
+                items = items[:MAX_ITEMS_READ]
+                rejected.append(Rejection(field, "too_many"))
+            for item in items:
                 try:
                     value = fn(item)
                 except JunkIdentifier as exc:

@@ -414,7 +414,19 @@ def parse_conversions(raw: bytes | str | None) -> list[Conversion | Invalid]:
     >>> items[1].index, str(items[1])
     (1, 'missing_field: data[1]: event_id')
     """
-    obj = _load(raw)
+    return conversions_from_value(_load(raw))
+
+
+def conversions_from_value(obj: Any) -> list[Conversion | Invalid]:
+    """:func:`parse_conversions` of an already decoded value (a replay line's ``value``): the
+    offline engine's way in, so that it reads every shape exactly as the worker does.
+
+    >>> [c.key for c in conversions_from_value({"advertiser_id": "a", "data": [
+    ...     {"event_name": "lead", "event_id": "e1", "event_time": 1767571200}]})]
+    ['a:lead:e1']
+    """
+    if not isinstance(obj, dict):
+        raise Invalid("schema", "value is not a JSON object")
     if "data" not in obj:
         try:
             return [_conversion_event(obj, None, batched=False)]

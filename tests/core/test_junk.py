@@ -226,3 +226,14 @@ def test_every_rejection_is_in_the_metric_vocabulary(ud):
 
     for r in normalize_user_data(ud)[1]:
         assert r.field in REJECTION_FIELDS and r.reason in REJECTION_REASONS
+
+
+def test_a_hostile_list_is_read_only_so_far():
+    from convstream.core.identity import MAX_ITEMS_READ
+
+    ud, rejected = normalize_user_data(
+        {"em": ["n/a"] * 100_000, "ph": [f"+1555010{i:04d}" for i in range(10_000)]}
+    )
+    assert ud["em"] is None and len(ud["ph"]) == MAX_VALUES_PER_FIELD
+    assert len(rejected) <= 2 * (MAX_ITEMS_READ + 1)
+    assert Rejection("em", "too_many") in rejected and Rejection("ph", "too_many") in rejected

@@ -300,9 +300,9 @@ def _event_time(obj: dict[str, Any]) -> int:
 
 
 def _money(value: Any, *, strings: bool) -> float | None:
-    if value is None:
+    if value is None or (strings and isinstance(value, str) and not value.strip()):
         return None
-    if strings and isinstance(value, str) and value.strip():
+    if strings and isinstance(value, str):
         try:
             value = float(value)
         except ValueError:

@@ -246,6 +246,11 @@ def test_source_is_optional_in_capi_shapes_and_kept_when_given():
     assert isinstance(items[0], Invalid) and items[0].reason == "schema"
 
 
+def test_a_blank_or_missing_custom_data_value_is_none():
+    for custom in ({"value": " "}, {"value": None}, {}):
+        assert one(envelope(pinterest_event(custom_data=custom))).value is None
+
+
 @pytest.mark.parametrize("value", ["abc", "nan", "inf", True, [1]])
 def test_a_custom_data_value_that_is_not_a_number_is_schema(value):
     items = parse_conversions(envelope(pinterest_event(custom_data={"value": value})))

@@ -30,6 +30,7 @@ from convstream.core.identity import (
     forwarded_text,
     normalize_user_data,
     phone_hash,
+    redact_pii,
     valid_ip,
 )
 
@@ -50,7 +51,7 @@ class Invalid(ValueError):
     """A record that cannot enter the pipeline; ``reason`` is a short fixed vocabulary word.
 
     For one event of a batch envelope, ``index`` is its position in ``data`` and ``payload``
-    the event alone (JSON bytes), to dead-letter instead of the whole envelope.
+    the event alone (JSON bytes, PII already redacted), to dead-letter instead of the envelope.
     """
 
     def __init__(
@@ -446,7 +447,9 @@ def conversions_from_value(obj: Any) -> list[Conversion | Invalid]:
             out.append(_conversion_event(event, advertiser_id, batched=True))
         except Invalid as exc:
             detail = f"data[{i}]: {exc.detail}" if exc.detail else f"data[{i}]"
-            out.append(Invalid(exc.reason, detail, index=i, payload=orjson.dumps(event)))
+            # Redacted here already: a caller that forgets to cannot forward the raw event.
+            payload = redact_pii(orjson.dumps(event))
+            out.append(Invalid(exc.reason, detail, index=i, payload=payload))
     return out
 
 

@@ -199,6 +199,10 @@ def test_each_event_of_a_batch_is_validated_alone_with_its_index():
     assert (items[1].reason, items[1].index) == ("bad_timestamp", 1)
     assert str(items[1]).startswith("bad_timestamp: data[1]")
     assert orjson.loads(items[1].payload)["event_id"] == "e2"
+    assert orjson.loads(items[1].payload)["user_data"]["client_ip_address"] == "216.3.128.12"
+    with_email = parse_conversions(envelope(pinterest_event(event_time="soon", user_data={
+        "em": ["Ann@Example.com"], "fn": ["Annabel"]})))[0]  # fmt: skip
+    assert b"Ann" not in with_email.payload and b"[redacted]" in with_email.payload
     assert (items[2].reason, items[2].index) == ("schema", 2)
 
 

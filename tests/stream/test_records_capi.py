@@ -362,3 +362,28 @@ def test_identity_and_engagement_junk_is_noted_not_sighted():
                       "device_id": "ffffffff-ffff-ffff-ffff-ffffffffffff"})
     )  # fmt: skip
     assert imp.device_id is None and imp.rejected == (Rejection("device_id", "repeated_digits"),)
+
+
+# --- forwarding one event of an envelope ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        pinterest_event(),
+        pinterest_event(opt_out=True),
+        pinterest_event(event_id="ann@example.com"),
+        meta_event(),
+        meta_event(data_processing_options=["LDU"]),
+    ],
+    ids=["pinterest", "opted-out", "pii-event-id", "meta", "meta-ldu"],
+)
+def test_as_event_reads_back_to_the_same_copy_without_raw_pii(event):
+    conv = one(envelope(event))
+    forwarded = conv.as_event()
+    back = parse_conversion(orjson.dumps(forwarded))
+    assert back == Conversion(**{**{f: getattr(conv, f) for f in conv.__slots__}, "rejected": (),
+                                 "notes": ()})  # fmt: skip
+    text = orjson.dumps(forwarded).decode()
+    for raw in ("Ann.Lee@Example.com", "ann@example.com", "+44 20 7946 0958", "Cust-42"):
+        assert raw not in text

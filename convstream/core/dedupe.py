@@ -32,11 +32,17 @@ def _missing(value: Any) -> bool:
 def merge_user_data(first: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
     """A new user_data: the first copy's fields win; ``later`` fills only the ones it lacked.
 
-    A field is lacking when missing, None or empty.
+    A field is lacking when missing, None or empty; a list counts as one value (the first
+    copy's list is kept whole). An opt-out (``"opt_out": True``, see records.Conversion) on
+    either copy wins over everything: the merged copy keeps no identifier at all.
 
     >>> merge_user_data({"em": "h1", "ph": None}, {"em": "h2", "ph": "h3", "click_id": "c"})
     {'em': 'h1', 'ph': 'h3', 'click_id': 'c'}
+    >>> merge_user_data({"em": "h1", "ph": None}, {"em": None, "opt_out": True})
+    {'em': None, 'ph': None, 'opt_out': True}
     """
+    if first.get("opt_out") or later.get("opt_out"):
+        return {**dict.fromkeys(first), **dict.fromkeys(later), "opt_out": True}
     merged = dict(first)
     for name, value in later.items():
         if _missing(merged.get(name)) and not _missing(value):

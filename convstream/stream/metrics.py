@@ -17,6 +17,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from convstream.core.identity import REJECTION_FIELDS, REJECTION_REASONS, Rejection
+
 REGISTRY = CollectorRegistry()
 
 OTHER = "other"
@@ -47,6 +49,12 @@ DEAD_LETTER = Counter(
     "convstream_dead_letter_total",
     "Records sent to the dead-letter topic, per source topic and reason.",
     ["topic", "reason"],
+    registry=REGISTRY,
+)
+IDENTIFIER_REJECTED = Counter(
+    "convstream_identifier_rejected_total",
+    "Identifier values dropped at ingestion as junk, per user_data field as sent and reason.",
+    ["field", "reason"],
     registry=REGISTRY,
 )
 DEDUPE = Counter(
@@ -232,6 +240,8 @@ _reason = _Vocabulary(
         "too_old", "future_ts",
     ),
 )  # fmt: skip
+_rejected_field = _Vocabulary(r"(?!)", 0, REJECTION_FIELDS)
+_rejected_reason = _Vocabulary(r"(?!)", 0, REJECTION_REASONS)
 _dedupe_outcome = _Vocabulary(r"(?!)", 0, ("merged", "late_dropped", "correction"))
 _engagement_type = _Vocabulary(r"(?!)", 0, ("click", "view"))
 # Event and parameter names come from advertisers: the standard ones, then a few newcomers.
@@ -384,6 +394,12 @@ def count_event_in(topic: str, n: int = 1) -> None:
 
 def count_dead_letter(topic: str, reason: str) -> None:
     DEAD_LETTER.labels(_topic(topic), _reason(reason)).inc()
+
+
+def count_identifier_rejected(rejections: Iterable[Rejection]) -> None:
+    """Count a conversion's rejected identifier values (``Conversion.rejected``)."""
+    for r in rejections:
+        IDENTIFIER_REJECTED.labels(_rejected_field(r.field), _rejected_reason(r.reason)).inc()
 
 
 def count_dedupe(outcome: str) -> None:

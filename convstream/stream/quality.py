@@ -13,16 +13,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from convstream.core.dedupe import merge_user_data
 from convstream.core.evaluation import latest_labels
+from convstream.core.identifier_quality import IdentifierTally, format_rejections
 from convstream.core.quality import (
-    DAY_MS,
     USER_DATA_FIELDS,
     QualityRow,
     QualityTracker,
     format_table,
 )
+from convstream.core.units import DAY_MS
 from convstream.stream import metrics
 from convstream.stream.kafka import _at_end, _partitions, client_options, read_topic, start_client
-from convstream.stream.records import Invalid, parse_conversion
+from convstream.stream.records import Conversion, Invalid, parse_conversions
 from convstream.stream.settings import Settings
 
 _published: set[tuple[str, str]] = set()
@@ -85,27 +86,40 @@ async def read_raw(settings: Settings, topic: str) -> AsyncIterator[tuple[str | 
         await consumer.stop()
 
 
-async def merged_conversions(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Valid conversions by key, copies merged as the worker does (first copy wins)."""
+async def merged_conversions(
+    settings: Settings, tally: IdentifierTally | None = None
+) -> dict[str, dict[str, Any]]:
+    """Valid conversions by key (every event of a batch envelope too), copies merged as the
+    worker does (first copy wins); ``tally`` counts every copy's junk identifiers."""
     merged: dict[str, dict[str, Any]] = {}
     async for _, raw in read_raw(settings, "conversions"):
         try:
-            copy = parse_conversion(raw)
+            items = parse_conversions(raw)
         except Invalid:
             continue
-        first = merged.get(copy.key)
-        if first is None:
-            merged[copy.key] = copy.as_dict()
-        else:
-            first["user_data"] = merge_user_data(first["user_data"], dict(copy.user_data))
-            first["sources"] = sorted({*first["sources"], copy.source})
+        for copy in items:
+            if isinstance(copy, Conversion):
+                if tally is not None:
+                    tally.observe(copy.advertiser_id, copy.user_data, copy.rejected, copy.notes)
+                _merge(merged, copy)
     return merged
 
 
-async def load_tracker(settings: Settings, window_ms: int) -> tuple[QualityTracker, int]:
+def _merge(merged: dict[str, dict[str, Any]], copy: Conversion) -> None:
+    first = merged.get(copy.key)
+    if first is None:
+        merged[copy.key] = copy.as_dict()
+    else:
+        first["user_data"] = merge_user_data(first["user_data"], dict(copy.user_data))
+        first["sources"] = sorted({*first["sources"], copy.source})
+
+
+async def load_tracker(
+    settings: Settings, window_ms: int, tally: IdentifierTally | None = None
+) -> tuple[QualityTracker, int]:
     """A tracker fed with every labelled conversion of the topics; and how many conversions
-    had no label yet (left out)."""
-    conversions = await merged_conversions(settings)
+    had no label yet (left out). ``tally`` gets every copy's rejected identifiers."""
+    conversions = await merged_conversions(settings, tally)
     labels, _, _ = latest_labels([r["value"] async for r in read_topic(settings, "labels")])
     tracker = QualityTracker(window_ms=window_ms)
     unlabelled = 0
@@ -125,7 +139,8 @@ def run_quality(args: argparse.Namespace, settings: Settings | None = None) -> i
             broker=getattr(args, "broker", None), topic_prefix=getattr(args, "topic_prefix", None)
         )
     window_days = getattr(args, "window_days", None) or 7.0
-    tracker, unlabelled = asyncio.run(load_tracker(settings, int(window_days * DAY_MS)))
+    tally = IdentifierTally()
+    tracker, unlabelled = asyncio.run(load_tracker(settings, int(window_days * DAY_MS), tally))
     rows = tracker.report()
     if getattr(args, "json", False):
         print(orjson.dumps([_as_dict(row) for row in rows], option=orjson.OPT_INDENT_2).decode())
@@ -134,6 +149,10 @@ def run_quality(args: argparse.Namespace, settings: Settings | None = None) -> i
     print(format_table(rows))
     if unlabelled:
         print(f"({unlabelled} conversions without a label yet are left out)")
+    print("\nidentifiers rejected at ingestion (every copy, whole topic)")
+    print(format_rejections(tally))
+    for line in tally.advice():
+        print(f"- {line}")
     return 0
 
 

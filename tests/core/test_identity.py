@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from convstream.core.identity import (
     DETERMINISTIC_KINDS,
+    EMAIL_PLACEHOLDER_LOCALS,
     KIND_PRIORITY,
     KIND_RANK,
     PROBABILISTIC_KINDS,
@@ -38,13 +39,19 @@ CHROME_ANDROID = (
     "Chrome/120.0.0.0 Mobile Safari/537.36"
 )
 
-emails = st.emails()
+# Placeholder addresses (noemail@..., test@...) are junk by design: tests/core/test_junk.py.
+emails = st.emails().filter(lambda e: e.rsplit("@", 1)[0].lower() not in EMAIL_PLACEHOLDER_LOCALS)
 # As people write them: optional +, groups of digits, at most a few separators in a row.
 written_phones = st.from_regex(
     r"\+?\(?[0-9]{1,4}\)?(( - |[ .\-]|\) )?[0-9]{2,4}){2,4}", fullmatch=True
 ).filter(lambda p: len(normalize_phone(p)) >= 7)
+# Plausible numbers: 7 to 15 digits (E.164) and not one digit repeated (junk: test_junk.py).
 phones = st.from_regex(r"\+?[0-9][0-9 ()\-.]{6,18}[0-9]", fullmatch=True).filter(
-    lambda p: len(normalize_phone(p)) >= 7
+    lambda p: (
+        7 <= len(normalize_phone(p)) <= 15
+        and len(set(normalize_phone(p))) > 1
+        and normalize_phone(p) not in "1234567890123456789"
+    )
 )
 
 
@@ -154,7 +161,7 @@ def test_hash_user_data_shape_and_values():
     assert ud == {
         "em": H,
         "ph": sha256_hex("15550100199"),
-        "external_id": sha256_hex("cust-1"),
+        "external_id": sha256_hex("CUST-1"),  # as sent: neither platform lowercases it
         "device_id": sha256_hex("dev-9"),
         "click_id": "clk-1",
         "client_ip_address": "1.2.3.4",
@@ -169,12 +176,16 @@ def test_hash_user_data_returns_new_dict_and_handles_none():
     assert hash_user_data(None) == dict.fromkeys(USER_DATA_FIELDS)
 
 
-def test_hash_user_data_list_takes_first_usable():
-    assert hash_user_data({"em": [None, " ", "Ann@x.com", "b@y.com"]})["em"] == H
+def test_hash_user_data_list_keeps_every_usable_value_in_order():
+    assert hash_user_data({"em": [None, " ", "Ann@x.com", "b@y.com", "ann@x.com"]})["em"] == [
+        H,
+        sha256_hex("b@y.com"),
+    ]
+    assert hash_user_data({"em": [None, "Ann@x.com"]})["em"] == H
     assert hash_user_data({"ph": ["n/a"]})["ph"] is None
 
 
-@given(email=emails, phone=phones, ext=st.text(min_size=1), dev=st.text(min_size=1))
+@given(email=emails, phone=phones, ext=st.text(min_size=2), dev=st.text(min_size=2))
 def test_hash_user_data_never_keeps_a_raw_value(email, phone, ext, dev):
     ud = hash_user_data({"em": email, "ph": phone, "external_id": ext, "device_id": dev})
     raws = {

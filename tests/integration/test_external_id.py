@@ -36,10 +36,11 @@ def test_click_match_links_the_external_id_and_email_for_later_conversions(setti
     )
 
     # The same customer orders again from a relay IP nobody was seen on: without the link
-    # learned from the first order, nothing would point at user-1.
+    # learned from the first order, nothing would point at user-1. (The id is trimmed, its case
+    # kept: "cust-42" would be another customer.)
     # And at another advertiser with only the email the platform never knew for user-1.
     later = [
-        conversion(2, T0 + 4 * HOUR, external_id=" cust-42 ", client_ip_address="192.0.2.200"),
+        conversion(2, T0 + 4 * HOUR, external_id=" Cust-42 ", client_ip_address="192.0.2.200"),
         conversion(3, T0 + 4 * HOUR, advertiser="adv-2", em=" shopper@example.com"),
         impression(2, T0 + 6 * HOUR),
     ]
@@ -67,7 +68,7 @@ def test_links_reach_later_conversions_parked_in_the_same_burst(settings, start_
         conversion(
             1, T0 + 10 * MIN, click_id="clk-1", external_id="Cust-42", em="Shopper@Example.com"
         ),
-        conversion(2, T0 + 4 * HOUR, external_id=" cust-42 ", client_ip_address="192.0.2.200"),
+        conversion(2, T0 + 4 * HOUR, external_id=" Cust-42 ", client_ip_address="192.0.2.200"),
         conversion(3, T0 + 4 * HOUR, advertiser="adv-2", em=" shopper@example.com"),
     ]
     asyncio.run(produce(settings, orders))

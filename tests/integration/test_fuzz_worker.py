@@ -155,10 +155,10 @@ def corrupt(topic: str, template: dict[str, Any], rng: random.Random) -> Entry:
         value["ts"] = rng.choice([value["ts"] // 1000, value["ts"] * 1000, "2026-01-05", -1])
     elif kind == "bad_ip":
         ip = rng.choice(["999.1.1.1", "1.2.3", "not-an-ip", "::g"])
-        if topic == "conversions":
-            value["user_data"] = {**(value.get("user_data") or {}), "client_ip_address": ip}
-        elif topic == "feedback":
-            value["ts"] = value["ts"] // 1000  # feedback has no IP
+        if topic in ("conversions", "feedback"):
+            # A conversion's bad IP is dropped alone (a rejected identifier, not a bad record);
+            # feedback has no IP.
+            value["ts"] = value["ts"] // 1000
         else:
             value["ip"] = ip
     elif topic == "clicks":

@@ -327,9 +327,27 @@ def test_conversion_user_data_that_is_not_an_object_is_schema(bad):
 
 @pytest.mark.parametrize("name", ["em", "ph", "external_id", "click_id", "device_id"])
 @pytest.mark.parametrize("bad", [{"x": 1}, True, 1.5], ids=["object", "bool", "float"])
-def test_conversion_user_data_fields_of_the_wrong_type_are_schema(name, bad):
+def test_conversion_user_data_value_of_the_wrong_type_is_dropped_not_the_conversion(name, bad):
+    """Junk per field, not per record (issue 21): the rest of the conversion goes on."""
     ud = {**conversion()["user_data"], name: bad}
-    assert reason_of(parse_conversion, raw(conversion(user_data=ud))) == "schema"
+    rec = parse_conversion(raw(conversion(user_data=ud)))
+    assert rec.user_data[name] is None
+    assert [r.field for r in rec.rejected] == [name]
+    assert rec.user_data["em" if name != "em" else "click_id"] is not None
+
+
+@pytest.mark.parametrize("name", ["em", "ph", "external_id", "click_id", "device_id"])
+def test_conversion_user_data_lists_are_accepted_and_kept_whole(name):
+    values = {
+        "em": ["ann@x.com", "bo@y.org"],
+        "ph": ["+1 555 010 0199", "+44 20 7946 0958"],
+        "external_id": ["C-1", "C-2"],
+        "click_id": ["k1", "k2"],
+        "device_id": ["dev-1", "dev-2"],
+    }[name]
+    ud = {**conversion()["user_data"], name: values}
+    kept = parse_conversion(raw(conversion(user_data=ud))).user_data[name]
+    assert isinstance(kept, list) and len(kept) == 2
 
 
 @pytest.mark.parametrize(
@@ -418,10 +436,14 @@ def test_invalid_ip_is_invalid_ip(topic, name, ip):
     assert reason_of(parse, raw(example(**{name: ip}))) == "invalid_ip"
 
 
-@pytest.mark.parametrize("ip", BAD_IPS)
-def test_invalid_conversion_client_ip_is_invalid_ip(ip):
+@pytest.mark.parametrize("ip", [*BAD_IPS, "0.0.0.0", "127.0.0.1", "::1", "255.255.255.255"])
+def test_invalid_conversion_client_ip_is_dropped_and_counted(ip):
+    """A conversion's junk IP is rejected alone (issue 21); engagement IPs still dead-letter."""
     ud = {**conversion()["user_data"], "client_ip_address": ip}
-    assert reason_of(parse_conversion, raw(conversion(user_data=ud))) == "invalid_ip"
+    rec = parse_conversion(raw(conversion(user_data=ud)))
+    assert rec.user_data["client_ip_address"] is None
+    assert [r.field for r in rec.rejected] == ["client_ip_address"]
+    assert rec.user_data["em"] == HEX_A
 
 
 @pytest.mark.parametrize(("topic", "name"), IP_FIELDS)
@@ -431,10 +453,12 @@ def test_valid_ips_parse(topic, name, ip):
     assert getattr(parse(raw(example(**{name: ip}))), name) == ip
 
 
-def test_valid_conversion_client_ip_parses():
-    for ip in GOOD_IPS:
+def test_valid_conversion_client_ip_parses_in_canonical_form():
+    canonical = {"::ffff:10.0.0.1": "10.0.0.1", " 2001:DB8::1 ": "2001:db8::1"}
+    for ip in [g for g in GOOD_IPS if g != "::1"] + list(canonical):
         ud = {**conversion()["user_data"], "client_ip_address": ip}
-        assert parse_conversion(raw(conversion(user_data=ud))).user_data["client_ip_address"] == ip
+        got = parse_conversion(raw(conversion(user_data=ud))).user_data["client_ip_address"]
+        assert got == canonical.get(ip, ip)
 
 
 # --- hashing at ingestion ----------------------------------------------------------------------
@@ -508,10 +532,14 @@ def test_device_id_that_is_not_a_hash_is_hashed_trimmed_lowercased(topic):
     assert parse(raw(example(device_id=HEX_UPPER))).device_id == HEX_UPPER.lower()
 
 
-@pytest.mark.parametrize("name", ["external_id", "device_id"])
-def test_conversion_ids_that_are_not_hashes_are_hashed_trimmed_lowercased(name):
-    ud = {**conversion()["user_data"], name: " CRM-42 "}
-    assert parse_conversion(raw(conversion(user_data=ud))).user_data[name] == sha("crm-42")
+def test_conversion_device_id_that_is_not_a_hash_is_hashed_trimmed_lowercased():
+    ud = {**conversion()["user_data"], "device_id": " CRM-42 "}
+    assert parse_conversion(raw(conversion(user_data=ud))).user_data["device_id"] == sha("crm-42")
+
+
+def test_conversion_external_id_is_hashed_trimmed_as_sent_not_lowercased():
+    ud = {**conversion()["user_data"], "external_id": " CRM-42 "}
+    assert parse_conversion(raw(conversion(user_data=ud))).user_data["external_id"] == sha("CRM-42")
 
 
 def test_a_phone_without_digits_is_dropped_not_forwarded():

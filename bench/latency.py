@@ -30,8 +30,8 @@ from typing import Any
 
 from bench.replay import engagement_partition
 from convstream.core.identity import conversion_identifiers
+from convstream.core.records import Invalid, parse_conversion
 from convstream.stream.kafka import encode_value, message_key
-from convstream.stream.records import Invalid, parse_conversion
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -17,13 +17,14 @@ higher revision. Answers of an older round are ignored.
 >>> state, outcome = admit(None, conv, clock_ts=5, policy=Policy())
 >>> outcome
 'new'
->>> state, lookups = start_round(state, {"click": "click:k1"})
+>>> state, lookups = start_round(state, ["click:k1"])
 >>> lookups
 ['click:k1']
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -125,12 +126,10 @@ def feedback_first(user_id: str | None, ts: int) -> ConversionState:
     return {"phase": "feedback_first", "feedback": {"user_id": user_id, "ts": ts}}
 
 
-def start_round(
-    state: ConversionState, identifiers: dict[str, str]
-) -> tuple[ConversionState, list]:
+def start_round(state: ConversionState, identifiers: Iterable[str]) -> tuple[ConversionState, list]:
     """Begin a resolution round: the identifier keys to look up (may be empty)."""
     state["round"] += 1
-    state["pending"] = sorted(set(identifiers.values()))
+    state["pending"] = sorted(set(identifiers))
     state["answers"] = {}
     state["probes"] = {}
     state["phase"] = "lookup"

@@ -26,13 +26,14 @@ the worker's ordered-key turns enforce). ``convstream offline`` writes its label
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
+
 from convstream.core.attribution import AttributionConfig
 from convstream.core.coordinator import ConversionState, Policy
-from convstream.core.dedupe import conversion_key
 from convstream.core.engagements import (
     OWN_KINDS,
     add_engagements,
@@ -40,15 +41,26 @@ from convstream.core.engagements import (
     note_own_identifiers,
     probe,
 )
-from convstream.core.identity import engagement_identifiers, hash_user_data, sighting_families
+from convstream.core.identity import engagement_identifiers, sighting_families
 from convstream.core.index import DEFAULT_MAX_USERS, add_sighting, lookup
 from convstream.core.learning_queue import LearningQueue
 from convstream.core.lifecycle import Command, EmitLabel, Lifecycle
 from convstream.core.messages import IndexLink, Lookup, LookupAnswer, Probe, ProbeAnswer, UserLink
 from convstream.core.partitioning import partition_for
+from convstream.core.records import (
+    Conversion,
+    IdentitySighting,
+    Invalid,
+    parse_click,
+    parse_conversions,
+    parse_feedback,
+    parse_identity,
+    parse_impression,
+)
+from convstream.core.records import Engagement as RecordEngagement
 from convstream.core.units import DAY_MS, HOUR_MS
 
-ENGAGEMENT_TOPICS = {"impressions": "view", "clicks": "click", "identity": None}
+PARSERS = {"impressions": parse_impression, "clicks": parse_click, "identity": parse_identity}
 
 
 class OfflineEngine:
@@ -102,28 +114,35 @@ class OfflineEngine:
         self.parked: list[tuple[int, int, Lookup]] = []  # lookups waiting for the watermark
         self.seq = 0
         self.labels: list[dict[str, Any]] = []
+        self.invalid: Counter[str] = Counter()
 
     def feed(self, line: dict[str, Any]) -> None:
+        """One replay line, read with the worker's own parsers (a value that is not valid is
+        counted in ``invalid`` by topic, as the worker would dead-letter it)."""
         topic, value = line["topic"], line["value"]
-        if topic in ENGAGEMENT_TOPICS:
-            self._engagement(topic, value)
-        elif topic == "conversions":
-            self._conversion(value)
-        elif topic == "feedback":
-            key = conversion_key(value["advertiser_id"], value["event_name"], value["event_id"])
-            self._run(self.lifecycle.feedback(key, value.get("user_id"), value["ts"]))
+        raw = value if isinstance(value, str | bytes) else orjson.dumps(value)
+        try:
+            if topic in PARSERS:
+                self._engagement(PARSERS[topic](raw))
+            elif topic == "conversions":
+                self._conversions(parse_conversions(raw))
+            elif topic == "feedback":
+                truth = parse_feedback(raw)
+                self._run(self.lifecycle.feedback(truth.key, truth.user_id, truth.ts))
+        except Invalid:
+            self.invalid[topic] += 1
 
-    def _engagement(self, topic: str, v: dict[str, Any]) -> None:
-        user, ts = v["user_id"], v["ts"]
-        keys = engagement_identifiers(
-            v.get("ip"),
-            v.get("user_agent"),
-            v.get("device_id"),
-            v.get("click_id"),
-            v.get("em"),
-            v.get("ph"),
-        )
-        families = sighting_families(v.get("user_agent"), ts)
+    def _engagement(self, rec: RecordEngagement | IdentitySighting) -> None:
+        user, ts = rec.user_id, rec.ts
+        if isinstance(rec, IdentitySighting):
+            keys = engagement_identifiers(
+                rec.ip, rec.user_agent, rec.device_id, em=rec.em, ph=rec.ph
+            )
+        else:
+            keys = engagement_identifiers(
+                rec.ip, rec.user_agent, rec.device_id, click_id=rec.click_id
+            )
+        families = sighting_families(rec.user_agent, ts)
         for kind, key in keys:
             self.index[key] = add_sighting(
                 self.index.get(key),
@@ -135,16 +154,8 @@ class OfflineEngine:
         own = {kind: ts for kind, _ in keys if kind in OWN_KINDS}
         if own:
             self.users[user] = note_own_identifiers(self.users.get(user), own)
-        engagement = ENGAGEMENT_TOPICS[topic]
-        if engagement is not None:
-            row = [
-                ts,
-                engagement,
-                v["event_id"],
-                v["advertiser_id"],
-                v.get("campaign_id"),
-                v.get("ad_id"),
-            ]
+        if isinstance(rec, RecordEngagement):
+            row = [ts, rec.kind, rec.event_id, rec.advertiser_id, rec.campaign_id, rec.ad_id]
             self.users[user] = add_engagements(
                 self.users.get(user), [row], retention_ms=self.retention_ms
             )
@@ -152,20 +163,13 @@ class OfflineEngine:
             self.watermark = ts
             self._release(ts - self.lateness_ms)
 
-    def _conversion(self, v: dict[str, Any]) -> None:
-        key = conversion_key(v["advertiser_id"], v["event_name"], v["event_id"])
-        copy = {
-            "conversion_key": key,
-            "event_id": v["event_id"],
-            "event_name": v["event_name"],
-            "advertiser_id": v["advertiser_id"],
-            "ts": v["ts"],
-            "value": v.get("value"),
-            "currency": v.get("currency"),
-            "sources": [v["source"]],
-            "user_data": hash_user_data(v.get("user_data")),
-        }
-        self._run(self.lifecycle.conversion(copy, partition_for(key, self.partitions)))
+    def _conversions(self, items: list[Conversion | Invalid]) -> None:
+        for item in items:
+            if isinstance(item, Invalid):
+                self.invalid["conversions"] += 1
+                continue
+            partition = partition_for(item.key, self.partitions)
+            self._run(self.lifecycle.conversion(item.as_dict(), partition))
         self._release(self.watermark - self.lateness_ms)
 
     def _release(self, upto: float) -> None:

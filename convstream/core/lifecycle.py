@@ -48,7 +48,7 @@ from convstream.core import coordinator
 from convstream.core.attribution import AttributionConfig
 from convstream.core.clock import EventClock
 from convstream.core.coordinator import ConversionState, Policy
-from convstream.core.identity import conversion_identifiers
+from convstream.core.identity import conversion_identifier_keys
 from convstream.core.learning_queue import Entry, LearningQueue
 from convstream.core.messages import (
     ConversionKey,
@@ -469,8 +469,8 @@ class Lifecycle:
 
     def _start_round(self, key: ConversionKey, state: ConversionState) -> list[Command]:
         conv = state["conv"]
-        identifiers = conversion_identifiers(conv["advertiser_id"], conv["user_data"])
-        state, lookups = coordinator.start_round(state, identifiers)
+        keys = conversion_identifier_keys(conv["advertiser_id"], conv["user_data"])
+        state, lookups = coordinator.start_round(state, (ident for _, ident in keys))
         state["round_at"] = self.wall()  # for redrive() only: never for event time
         self.states[key] = state
         if not lookups:
@@ -526,9 +526,9 @@ class Lifecycle:
         # their recency is a feature of later matches on those keys.
         for link_key, user in identity_links(conv, decision):
             out += [IndexLink(link_key, user, conv["ts"]), UserLink(link_key, user, conv["ts"])]
-        identifiers = conversion_identifiers(conv["advertiser_id"], conv["user_data"])
-        # After its links: the key's next ordered lookup may go out.
-        out += [Decided(identifiers[kind], key) for kind in LINKED_KINDS if kind in identifiers]
+        # After its links: the key's next ordered lookup may go out (every value of a field).
+        keys = conversion_identifier_keys(conv["advertiser_id"], conv["user_data"])
+        out += [Decided(ident, key) for kind, ident in dict.fromkeys(keys) if kind in LINKED_KINDS]
         if again:  # a copy with new identifiers came during the round
             out += self._start_round(key, state)
         return out

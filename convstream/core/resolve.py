@@ -32,7 +32,7 @@ from convstream.core.attribution import (
     label_weight,
     weigh,
 )
-from convstream.core.identity import conversion_identifiers
+from convstream.core.identity import conversion_identifier_keys
 from convstream.core.matching.candidates import select_candidates
 from convstream.core.matching.model import MatchDecision
 
@@ -134,5 +134,9 @@ def identity_links(conv: dict[str, Any], decision: MatchDecision) -> list[tuple[
     if decision.confidence < LINK_MIN_CONFIDENCE:
         return []
     matched = decision.method.split(":", 1)[1]
-    keys = conversion_identifiers(conv["advertiser_id"], conv.get("user_data") or {})
-    return [(keys[k], decision.user_id) for k in LINKED_KINDS if k in keys and k != matched]
+    keys = conversion_identifier_keys(conv["advertiser_id"], conv.get("user_data") or {})
+    return [
+        (ident, decision.user_id)
+        for kind, ident in dict.fromkeys(keys)
+        if kind in LINKED_KINDS and kind != matched
+    ]

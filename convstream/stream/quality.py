@@ -20,10 +20,10 @@ from convstream.core.quality import (
     QualityTracker,
     format_table,
 )
+from convstream.core.records import Conversion, Invalid, parse_conversions
 from convstream.core.units import DAY_MS
 from convstream.stream import metrics
 from convstream.stream.kafka import _at_end, _partitions, client_options, read_topic, start_client
-from convstream.stream.records import Conversion, Invalid, parse_conversions
 from convstream.stream.settings import Settings
 
 _published: set[tuple[str, str]] = set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from convstream.core.identifier_quality import IdentifierTally, format_rejections, phone_notes
-from convstream.stream.records import Conversion, parse_conversions
+from convstream.core.records import Conversion, parse_conversions
 
 
 def _tally(*envelopes: dict) -> IdentifierTally:

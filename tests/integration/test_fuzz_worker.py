@@ -23,9 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from convstream.core.identity import is_sha256_hex
 from convstream.core.partitioning import partition_for
-from convstream.stream.broker import free_port
-from convstream.stream.kafka import client_options, encode_value, message_key, read_topic
-from convstream.stream.records import (
+from convstream.core.records import (
     Invalid,
     parse_click,
     parse_conversion,
@@ -33,6 +31,8 @@ from convstream.stream.records import (
     parse_identity,
     parse_impression,
 )
+from convstream.stream.broker import free_port
+from convstream.stream.kafka import client_options, encode_value, message_key, read_topic
 from convstream.stream.runner import wait_for_labels
 from convstream.synth.generate import config_from_args, generate
 from tests.integration.traffic import MIN, T0, click, conversion, key

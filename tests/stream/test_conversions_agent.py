@@ -163,7 +163,7 @@ class Transport:
         topic, value = line["topic"], line["value"]
         if topic in ("impressions", "clicks", "identity"):
             before = self.memory.watermark
-            self.memory._engagement(topic, value)
+            self.memory.feed(line)
             if self.memory.watermark > before:
                 await self.release(self.memory.watermark - self.memory.lateness_ms)
         else:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
+from convstream.core.records import parse_conversions
 from convstream.stream import metrics
-from convstream.stream.records import parse_conversions
 
 
 def value(**labels: str) -> float:

@@ -1,4 +1,4 @@
-"""docs/contract.md, field by field, for every ``parse_*`` of convstream/stream/records.py.
+"""docs/contract.md, field by field, for every ``parse_*`` of convstream/core/records.py.
 
 Each input topic gets: the valid example, every required field missing, wrong types, the
 timestamp rules, IP validation, and (where the topic carries them) hashing of raw identifiers.
@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from convstream.core.identity import USER_DATA_FIELDS
-from convstream.stream.records import (
+from convstream.core.records import (
     Conversion,
     Engagement,
     Feedback,

@@ -24,7 +24,7 @@ from convstream.core.identity import (
     looks_like_pii,
     sha256_hex,
 )
-from convstream.stream.records import (
+from convstream.core.records import (
     MAX_BATCH_EVENTS,
     Conversion,
     Invalid,
@@ -344,7 +344,7 @@ def test_an_event_name_that_is_an_email_is_hashed():
 
 
 def test_identity_and_engagement_junk_is_noted_not_sighted():
-    from convstream.stream.records import parse_identity, parse_impression
+    from convstream.core.records import parse_identity, parse_impression
 
     ident = parse_identity(
         orjson.dumps({"user_id": "u1", "ts": EVENT_TIME * 1000, "em": "noemail@example.com",

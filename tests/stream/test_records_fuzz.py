@@ -19,8 +19,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from convstream.core.identity import REDACTED, USER_DATA_FIELDS, is_sha256_hex, redact_pii
-from convstream.stream.app import Runtime
-from convstream.stream.records import (
+from convstream.core.records import (
     MAX_TS_MS,
     MIN_TS_MS,
     Invalid,
@@ -30,6 +29,7 @@ from convstream.stream.records import (
     parse_identity,
     parse_impression,
 )
+from convstream.stream.app import Runtime
 from convstream.stream.settings import Settings
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from convstream.core.identity import conversion_identifier_keys
-from convstream.stream.records import Conversion, parse_conversion, parse_conversions
+from convstream.core.records import Conversion, parse_conversion, parse_conversions
 from convstream.synth.generate import GeneratorConfig, generate
 from tests.stream.capi_shapes import pinterest_envelopes, to_meta
 

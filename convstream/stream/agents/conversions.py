@@ -30,9 +30,9 @@ from convstream.core.lifecycle import (
     Resolved,
 )
 from convstream.core.matching.model import MatchModel
+from convstream.core.records import Invalid, parse_conversions, parse_feedback
 from convstream.core.settings_file import AttributionConfigWatcher
 from convstream.stream import metrics, quality
-from convstream.stream.records import Invalid, parse_conversion, parse_feedback
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +109,22 @@ class ConversionsAdapter:
         await self.send_examples()
 
     async def on_conversion(self, event: Any) -> None:
+        """One record: a conversion in any accepted shape, or a batch envelope of several
+        (each event of a batch is admitted or dead-lettered on its own)."""
         try:
-            copy = parse_conversion(event.message.value)
+            items = parse_conversions(event.message.value)
         except Invalid as exc:
             await self.rt.dead_letter(event, exc.reason, str(exc))
             return
-        commands = self.lifecycle.conversion(
-            copy.as_dict(), event.message.partition, broker_ts=_broker_ms(event)
-        )
-        await self.execute(commands, event)
+        for item in items:
+            if isinstance(item, Invalid):
+                await self.rt.dead_letter(event, item.reason, str(item))
+                continue
+            metrics.count_identifier_rejected(item.rejected)
+            commands = self.lifecycle.conversion(
+                item.as_dict(), event.message.partition, broker_ts=_broker_ms(event)
+            )
+            await self.execute(commands, event)
 
     async def on_feedback(self, event: Any) -> None:
         try:

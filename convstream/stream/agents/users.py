@@ -27,14 +27,14 @@ from convstream.core.engagements import (
 from convstream.core.identity import engagement_identifiers, sighting_families
 from convstream.core.index import merge_families
 from convstream.core.partitioning import partition_for
-from convstream.stream import metrics
-from convstream.stream.records import (
+from convstream.core.records import (
     Invalid,
     parse_click,
     parse_deletion,
     parse_identity,
     parse_impression,
 )
+from convstream.stream import metrics
 from convstream.stream.settings import ENGAGEMENT_TOPICS
 from convstream.stream.watermarks import WatermarkTracker
 

@@ -10,7 +10,7 @@ Raw PII never survives parsing: emails and phones are hashed here.
 >>> parse_impression(b'{"event_id":"i1"}')
 Traceback (most recent call last):
 ...
-convstream.stream.records.Invalid: missing_field: ts
+convstream.core.records.Invalid: missing_field: ts
 """
 
 from __future__ import annotations

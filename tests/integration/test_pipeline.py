@@ -40,12 +40,24 @@ MALFORMED = [
             "event_id": "x2",
             "event_name": "Purchase",
             "source": "capi",
-            "ts": 1767571200000,
+            "ts": "today",
             "advertiser_id": "a",
-            "user_data": {"em": "raw.person@example.org", "client_ip_address": "nope"},
+            "user_data": {"em": "raw.person@example.org"},
         },
     ),
 ]
+#: A junk identifier is dropped from the conversion, which is still labelled (the contract).
+JUNK_IP = {
+    "topic": "conversions",
+    "value": {
+        "event_id": "x3",
+        "event_name": "Purchase",
+        "source": "capi",
+        "ts": 1767571200000,
+        "advertiser_id": "a",
+        "user_data": {"em": "raw.other@example.org", "client_ip_address": "nope"},
+    },
+}
 
 
 def _raw_pii(lines) -> set[str]:
@@ -71,6 +83,7 @@ def replay():
     step = len(lines) // (len(MALFORMED) + 1)
     for n, (topic, value) in enumerate(MALFORMED, start=1):
         lines.insert(n * step, {"topic": topic, "value": value})
+    lines.insert(step // 2, JUNK_IP)
     return lines, truth
 
 
@@ -78,7 +91,7 @@ def test_generated_replay_end_to_end(settings, start_worker, replay, tmp_path):
     lines, truth = replay
     worker = start_worker(settings)
     asyncio.run(produce(settings, lines))
-    expected = {row["conversion_key"] for row in truth}
+    expected = {row["conversion_key"] for row in truth} | {"a:Purchase:x3"}
     labels = wait_for_labels(settings, expected, timeout=240)
     assert worker.alive()
 

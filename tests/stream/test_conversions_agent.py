@@ -99,9 +99,13 @@ async def test_a_conversion_becomes_lookups_then_probes_then_a_label():
     await agent.on_batch([event])
     # Held until its partition moves on or its input is idle: read to the end (offset 0 of 1).
     assert rt.take() == []
-    await agent.release_idle(lambda partition: 5, since=0.0)  # records 1..4 still unread
+
+    async def fetched(partition: int) -> int:
+        return 1
+
+    await agent.release_idle(lambda partition: 5, fetched, since=0.0)  # 1..4 still unread
     assert rt.take() == []
-    await agent.release_idle(lambda partition: 1, since=0.0)
+    await agent.release_idle(lambda partition: 1, fetched, since=0.0)
     sends = rt.take()
     assert [(topic, key) for topic, key, *_ in sends] == [("cs-ident", f"em:{em}")]
     asked = messages.decode(sends[0][2])
@@ -132,6 +136,27 @@ async def test_a_conversion_becomes_lookups_then_probes_then_a_label():
     await agent.on_batch([record("conversions", conversion("o1", T, em=em))])
     await agent.on_batch([Event(Message("cs-answer", 0, reply))])
     assert [t for t, *_ in rt.take()] == []
+
+
+async def test_a_partition_read_before_a_restart_releases_its_held_conversions():
+    """After a restart the held conversions are in the states table only, and nothing new
+    comes on their partition: the consumer's position at the high watermark says it is idle."""
+    rt = FakeRuntime(settings=Settings(hold_idle_s=0.0))
+    first = ConversionsAdapter(rt)
+    await first.on_batch([record("conversions", conversion("o1", T, click_id="k1"))])
+    assert rt.take() == []  # held
+    restarted = ConversionsAdapter(rt)  # the same tables, a new process
+
+    async def behind(partition: int) -> int:
+        return 0
+
+    async def fetched(partition: int) -> int:
+        return 1
+
+    await restarted.release_idle(lambda partition: 1, behind, since=0.0)
+    assert rt.take() == []
+    await restarted.release_idle(lambda partition: 1, fetched, since=0.0)
+    assert [(topic, key) for topic, key, *_ in rt.take()] == [("cs-ident", "click:k1")]
 
 
 async def test_bad_records_and_outliers_go_to_dead_letter():

@@ -187,18 +187,30 @@ class ConversionsAdapter:
                 topic = messages.TOPIC[type(command)]
                 await self.rt.send_keyed(topic, command.route, messages.encode(command))
 
-    async def release_idle(self, highwater: Any, since: float) -> None:
+    async def release_idle(self, highwater: Any, position: Any, since: float) -> None:
         """Start the held conversions of every partition whose input is idle: read to its high
-        watermark (``highwater(partition)``), nothing new for ``hold_idle_s``; a partition with
-        nothing read since ``since`` (the start, a rebalance) counts from then."""
+        watermark (``highwater(partition)``), nothing new for ``hold_idle_s``.
+
+        A partition with nothing read since ``since`` (monotonic: the start, a rebalance) is
+        idle when the consumer's fetch position (``await position(partition)``) is at the high
+        watermark: the worker before this one read everything, and held conversions of it wait
+        in the states table (after a restart, or a rebalance that brought the partition here).
+        """
         now = time.monotonic()
         idle_s = self.rt.settings.hold_idle_s
         for partition in sorted(self.rt.active_partitions("conversions")):
             if not self.lifecycle.held(partition) and partition in self.lifecycle.clocks:
                 continue
-            offset, at = self.read.get(partition, (-1, since))
             end = highwater(partition)
-            if end is not None and offset + 1 >= end and now - at >= idle_s:
+            if end is None:
+                continue
+            if partition in self.read:
+                offset, at = self.read[partition]
+                idle = offset + 1 >= end and now - at >= idle_s
+            else:
+                fetched = await position(partition)
+                idle = fetched is not None and fetched >= end and now - since >= idle_s
+            if idle:
                 await self.execute(self.lifecycle.release_idle(partition))
 
     async def expire_and_redrive(self, rebalanced_at: float) -> None:
@@ -245,10 +257,12 @@ def register(rt: Any, channel: Any) -> ConversionsAdapter:
         quality.publish(adapter.lifecycle.quality)
 
     rebalanced_at = [time.time()]
+    assigned_at = [time.monotonic()]
 
     @rt.app.on_rebalance_complete.connect
     async def _rebalanced(sender: Any, **kwargs: Any) -> None:
         rebalanced_at[0] = time.time()
+        assigned_at[0] = time.monotonic()
 
     @rt.app.timer(interval=5.0)
     async def expire_states() -> None:
@@ -260,8 +274,14 @@ def register(rt: Any, channel: Any) -> ConversionsAdapter:
         except Exception:  # noqa: BLE001 - not assigned (yet) or consumer restarting
             return None
 
+    async def position(partition: int) -> int | None:
+        try:
+            return await rt.app.consumer.position(TP(rt.settings.topic("conversions"), partition))
+        except Exception:  # noqa: BLE001 - not assigned (yet) or consumer restarting
+            return None
+
     @rt.app.timer(interval=1.0)
     async def release_idle() -> None:
-        await adapter.release_idle(highwater, rebalanced_at[0])
+        await adapter.release_idle(highwater, position, assigned_at[0])
 
     return adapter

@@ -1,0 +1,104 @@
+"""The robust event-time clock: one outlier, anywhere, changes no other record's verdict."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convstream.core.clock import EventClock
+
+DAY = 86_400_000
+T0 = 1_767_571_200_000
+BOUNDS = {"max_future_ms": 7 * DAY, "max_age_ms": 30 * DAY, "outliers": 2, "window": 16}
+
+
+def verdicts(stream: list[int], clock: EventClock | None = None) -> list[str | None]:
+    clock = clock or EventClock(**BOUNDS)
+    return [clock.admit(ts) for ts in stream]
+
+
+# Good traffic: event times that move forward by up to two hours, sometimes a little back.
+steps = st.lists(st.integers(-600_000, 2 * 3600_000), min_size=5, max_size=80)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=steps,
+    where=st.integers(0, 200),
+    outlier=st.sampled_from([9 * 10**12, T0 - 90 * DAY, T0 + 300 * DAY, 10**12]),
+)
+def test_one_outlier_changes_no_other_verdict(steps, where, outlier):
+    stream, ts = [], T0
+    for step in steps:
+        ts += step
+        stream.append(ts)
+    where = min(where, len(stream))
+    # Past the warm-up: before it only the broker bound judges (tested below).
+    where = max(where, BOUNDS["outliers"] + 1)
+    control = verdicts(stream)
+    planted = stream[:where] + [outlier] + stream[where:]
+    got = verdicts(planted)
+    assert got[where] is not None
+    assert got[:where] + got[where + 1 :] == control == [None] * len(stream)
+
+
+def test_a_maximum_clock_would_have_rejected_the_good_records():
+    """The failure this guards against: a clock that follows the newest event time."""
+    stream = [T0 + i * 60_000 for i in range(10)]
+    clock = EventClock(**BOUNDS)
+    for ts in stream[:5]:
+        clock.admit(ts)
+    assert clock.admit(T0 + 6 * DAY) is None  # inside the future bound: admitted
+    # The clock did not follow it, so the later good records are not "too old" for it...
+    assert [clock.admit(ts) for ts in stream[5:]] == [None] * 5
+    # ...while a record older than the age bound from the clock is.
+    assert clock.admit(T0 - 31 * DAY) == "too_old"
+
+
+def test_broker_timestamp_bounds_the_future_from_the_first_record():
+    clock = EventClock(**BOUNDS)
+    assert not clock.warm()
+    assert clock.admit(9 * 10**12, broker_ts=T0) == "future_ts"
+    assert clock.admit(T0 + 2 * DAY, broker_ts=T0) == "future_ts"
+    assert clock.admit(T0 + 3600_000, broker_ts=T0) is None  # producer clocks drift an hour
+    # Replays are old: the broker time never makes a record too old.
+    assert clock.admit(T0 - 200 * DAY, broker_ts=T0) is None
+    assert len(clock) == 2
+
+
+def test_without_a_broker_bound_only_the_clock_judges():
+    clock = EventClock(**{**BOUNDS, "broker_skew_ms": None})
+    assert clock.admit(T0 + 2 * DAY, broker_ts=T0) is None
+
+
+def test_the_window_forgets_old_records_so_the_clock_follows_time():
+    clock = EventClock(**BOUNDS)
+    for i in range(100):
+        assert clock.admit(T0 + i * DAY) is None  # a day a record: a sparse partition
+    assert clock.now() == T0 + 97 * DAY  # a record behind... the third newest
+    assert clock.admit(T0 + 104 * DAY) is None  # a week after it: in the bounds
+    assert clock.admit(T0 + 120 * DAY) == "future_ts"
+    assert clock.admit(T0 + 66 * DAY) == "too_old"
+    assert len(clock) == 16
+
+
+def test_dumps_loads_round_trip_keeps_verdicts():
+    clock = EventClock(**BOUNDS)
+    for i in range(30):
+        clock.admit(T0 + i * 60_000)
+    again = EventClock.loads(clock.dumps(), **BOUNDS)
+    assert again.dumps() == clock.dumps()
+    for ts in (T0, T0 + 8 * DAY, T0 - 31 * DAY, T0 + DAY):
+        assert again.judge(ts) == clock.judge(ts)
+    assert EventClock.loads(None, **BOUNDS).now() is None
+    # A smaller window after a settings change keeps the newest values.
+    small = EventClock.loads(clock.dumps(), **{**BOUNDS, "window": 4})
+    assert len(small) == 4 and small.now() == T0 + 27 * 60_000  # third newest of 26..29
+    # Junk in a restored blob is skipped, never trusted.
+    assert len(EventClock.loads(b'[1, "x", true, 2.5, 3]', **BOUNDS)) == 2
+
+
+def test_bad_parameters_are_refused():
+    with pytest.raises(ValueError):
+        EventClock(max_future_ms=1, max_age_ms=1, window=4, outliers=4)

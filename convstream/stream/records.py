@@ -29,6 +29,9 @@ SOURCES = ("capi", "pixel")
 # Epoch milliseconds between 2001 and 2286: anything else is seconds, microseconds or garbage.
 MIN_TS_MS = 10**12
 MAX_TS_MS = 10**13
+#: Largest value parsed: any record the field limits allow fits many times over. orjson caps
+#: nesting at 1024 levels itself (``invalid_json``), in microseconds.
+MAX_VALUE_BYTES = 65536
 
 
 class Invalid(ValueError):
@@ -118,6 +121,8 @@ class Feedback:
 def _load(raw: bytes | str | None) -> dict[str, Any]:
     if raw is None:
         raise Invalid("invalid_json", "empty value")
+    if len(raw) > MAX_VALUE_BYTES:  # bytes from Kafka; a str (tests, replays) in characters
+        raise Invalid("too_large", f"value over {MAX_VALUE_BYTES} bytes")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -151,6 +151,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         table_cleanup_interval=30.0,
     )
     rt = Runtime(settings=settings, app=app)
+    metrics.precreate(INPUT_TOPICS)
     for name in (*INPUT_TOPICS, *INTERNAL_TOPICS, "labels", "dead-letter"):
         physical = settings.topic(name)
         rt.logical[physical] = name

@@ -17,6 +17,9 @@ from convstream.stream.settings import Settings
 
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
     asyncio.run(ensure_topics(settings))
+    # Its metadata fetch succeeded: the broker is up, well before the first health tick (about
+    # 20 s later at startup, rebalance included), which would otherwise read 0 until then.
+    metrics.set_broker_up(True)
     app, rt = create_app(settings)
     health.register(rt)
     metrics.start_metrics_server(settings.metrics_host, settings.metrics_port)

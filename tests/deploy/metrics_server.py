@@ -57,6 +57,7 @@ def populate() -> None:
         metrics.set_consumer_lag(topic, 100)
     for reason in ("invalid_json", "schema", "invalid_ip", "too_old", "future_ts"):
         metrics.count_dead_letter("conversions", reason)
+    metrics.count_rerouted("clicks", 3)
     for outcome in ("merged", "late_dropped", "correction"):
         metrics.count_dedupe(outcome)
     for table in TABLES:

@@ -119,6 +119,24 @@ class EventClock:
             self.observe(ts)
         return verdict
 
+    def explain(self, ts: int, *, broker_ts: int | None = None) -> str:
+        """Why a record was refused, in words and days (a dead-letter ``detail``).
+
+        >>> c = EventClock(max_future_ms=1, max_age_ms=1, outliers=0)
+        >>> c.observe(0)
+        >>> c.explain(2 * 86_400_000), c.explain(-86_400_000 // 2)
+        ('2.0 days ahead of the clock', '0.5 days behind the clock')
+        """
+        day = 86_400_000
+        if self.broker_skew_ms is not None and broker_ts and ts > broker_ts + self.broker_skew_ms:
+            return f"{(ts - broker_ts) / day:.1f} days ahead of its broker timestamp"
+        now = self.now()
+        if now is None:
+            return "no clock yet"
+        if ts >= now:
+            return f"{(ts - now) / day:.1f} days ahead of the clock"
+        return f"{(now - ts) / day:.1f} days behind the clock"
+
     def dumps(self) -> bytes:
         """The state (recent event times, oldest first) as JSON."""
         return orjson.dumps(list(self._recent))

@@ -187,6 +187,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     rt.tables["identifiers"] = table("identifiers")
     rt.tables["conversions"] = table("conversion-state")
     rt.tables["models"] = table("match-models", value_serializer="raw")
+    # Event-time clocks of the input partitions (convstream/core/clock.py), one entry each.
+    rt.tables["clocks"] = table("event-clocks", value_serializer="raw")
 
     from convstream.stream.agents import conversions, identifiers, users
 

@@ -82,6 +82,12 @@ class Settings:
     max_conversion_age_ms: int = 7 * DAY_MS
     # Sparse partitions can go days between conversions: only absurd jumps are rejected.
     max_future_ms: int = 30 * DAY_MS
+    # Engagements and identity sightings further ahead of their partition's event-time clock
+    # (convstream/core/clock.py) go to dead-letter as future_ts; older than retention_ms behind
+    # it, as too_old.
+    max_engagement_future_ms: int = 7 * DAY_MS
+    # Any record whose event time is this far ahead of its broker timestamp is future_ts.
+    max_clock_skew_ms: int = DAY_MS
     attribution_config: str = ""
     checkpoint_every: int = 200
     # The match model learns this far behind its decisions, in event-time order, so that label

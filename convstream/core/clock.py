@@ -71,17 +71,17 @@ class EventClock:
         self._sorted: list[int] = []  # the same values, sorted, for the ranks
 
     def now(self) -> int | None:
-        """The clock: the ``outliers + 1``-th newest recent admitted event time (None before
-        that many; the oldest of them until then).
+        """The clock: the ``outliers + 1``-th newest recent admitted event time, or None until
+        that many are admitted (a clock of fewer could be one outlier).
 
         >>> c = EventClock(max_future_ms=10, max_age_ms=None, outliers=1)
         >>> for ts in (5, 1, 1000, 3): c.observe(ts)
         >>> c.now()
         5
         """
-        if not self._sorted:
+        if not self.warm():
             return None
-        return self._sorted[max(len(self._sorted) - 1 - self.outliers, 0)]
+        return self._sorted[len(self._sorted) - 1 - self.outliers]
 
     def warm(self) -> bool:
         """Whether enough records are admitted for the clock to judge them."""
@@ -94,10 +94,9 @@ class EventClock:
         """
         if self.broker_skew_ms is not None and broker_ts and ts > broker_ts + self.broker_skew_ms:
             return "future_ts"
-        if not self.warm():
-            return None
         now = self.now()
-        assert now is not None
+        if now is None:
+            return None
         if ts > now + self.max_future_ms:
             return "future_ts"
         if self.max_age_ms is not None and ts < now - self.max_age_ms:

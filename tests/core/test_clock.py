@@ -109,3 +109,12 @@ def test_dumps_loads_round_trip_keeps_verdicts():
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError):
         EventClock(max_future_ms=1, max_age_ms=1, window=4, outliers=4)
+
+
+def test_no_clock_until_enough_records_to_outvote_an_outlier():
+    clock = EventClock(**BOUNDS)
+    clock.admit(T0 + 20 * DAY)  # the first record is the outlier
+    clock.admit(T0)
+    assert clock.now() is None  # two records: either could be the outlier
+    clock.admit(T0 + 60_000)
+    assert clock.now() == T0

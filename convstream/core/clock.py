@@ -7,7 +7,9 @@ behind, where a median would lag half a window. A record is ``future_ts`` when i
 more than ``max_future_ms`` ahead of that clock, or more than ``broker_skew_ms`` ahead of its
 broker timestamp (nothing happens after it was produced; replays are old, so the broker time
 bounds the future only, never the past). It is ``too_old`` when it is more than ``max_age_ms``
-behind the clock. Until ``outliers + 1`` records are admitted only the broker bound judges. The
+behind the clock. Until ``2 * outliers + 1`` records are admitted (enough for real ones to
+outnumber outliers on both sides, so that none is the clock) it judges by a ``fallback`` clock
+the caller gives (the worker's other partitions, say), else only the broker bound judges. The
 state is a list of ints: ``dumps`` / ``loads`` keep it in a changelogged table across restarts
 (the bounds come from settings at load time).
 
@@ -60,8 +62,8 @@ class EventClock:
         outliers: int = DEFAULT_OUTLIERS,
         broker_skew_ms: int | None = DEFAULT_BROKER_SKEW_MS,
     ) -> None:
-        if outliers < 0 or window <= outliers:
-            raise ValueError("need 0 <= outliers < window")
+        if outliers < 0 or window <= 2 * outliers:
+            raise ValueError("need 0 <= outliers and 2 * outliers < window")
         self.max_future_ms = max_future_ms
         self.max_age_ms = max_age_ms
         self.window = window
@@ -72,10 +74,10 @@ class EventClock:
 
     def now(self) -> int | None:
         """The clock: the ``outliers + 1``-th newest recent admitted event time, or None until
-        that many are admitted (a clock of fewer could be one outlier).
+        :meth:`warm` (with fewer, an outlier far behind admitted on a cold clock could be it).
 
         >>> c = EventClock(max_future_ms=10, max_age_ms=None, outliers=1)
-        >>> for ts in (5, 1, 1000, 3): c.observe(ts)
+        >>> for ts in (5, 1, 1000): c.observe(ts)
         >>> c.now()
         5
         """
@@ -85,16 +87,25 @@ class EventClock:
 
     def warm(self) -> bool:
         """Whether enough records are admitted for the clock to judge them."""
-        return len(self._sorted) > self.outliers
+        return len(self._sorted) > 2 * self.outliers
 
-    def judge(self, ts: int, *, broker_ts: int | None = None) -> Verdict | None:
+    def judge(
+        self, ts: int, *, broker_ts: int | None = None, fallback: int | None = None
+    ) -> Verdict | None:
         """Why ``ts`` must not enter (a dead-letter reason), or None; the clock is unchanged.
 
-        ``broker_ts`` is the record's broker timestamp in epoch milliseconds, if any.
+        ``broker_ts`` is the record's broker timestamp in epoch milliseconds, if any;
+        ``fallback`` the clock to judge by while this one is not :meth:`warm`.
+
+        >>> c = EventClock(max_future_ms=10, max_age_ms=10)
+        >>> c.judge(1_000), c.judge(1_000, fallback=0), c.judge(5, fallback=0)
+        (None, 'future_ts', None)
         """
         if self.broker_skew_ms is not None and broker_ts and ts > broker_ts + self.broker_skew_ms:
             return "future_ts"
         now = self.now()
+        if now is None:
+            now = fallback
         if now is None:
             return None
         if ts > now + self.max_future_ms:
@@ -111,14 +122,16 @@ class EventClock:
             old = self._recent.popleft()
             del self._sorted[bisect.bisect_left(self._sorted, old)]
 
-    def admit(self, ts: int, *, broker_ts: int | None = None) -> Verdict | None:
+    def admit(
+        self, ts: int, *, broker_ts: int | None = None, fallback: int | None = None
+    ) -> Verdict | None:
         """``judge``, then ``observe`` the record if it may enter: what an agent calls."""
-        verdict = self.judge(ts, broker_ts=broker_ts)
+        verdict = self.judge(ts, broker_ts=broker_ts, fallback=fallback)
         if verdict is None:
             self.observe(ts)
         return verdict
 
-    def explain(self, ts: int, *, broker_ts: int | None = None) -> str:
+    def explain(self, ts: int, *, broker_ts: int | None = None, fallback: int | None = None) -> str:
         """Why a record was refused, in words and days (a dead-letter ``detail``).
 
         >>> c = EventClock(max_future_ms=1, max_age_ms=1, outliers=0)
@@ -130,6 +143,8 @@ class EventClock:
         if self.broker_skew_ms is not None and broker_ts and ts > broker_ts + self.broker_skew_ms:
             return f"{(ts - broker_ts) / day:.1f} days ahead of its broker timestamp"
         now = self.now()
+        if now is None:
+            now = fallback
         if now is None:
             return "no clock yet"
         if ts >= now:

@@ -7,8 +7,9 @@ A deletion on the ``privacy`` topic drops the user's state, leaves a marker that
 events of that user out, and tells every identifier entry the user was seen on to forget them.
 
 A record read on another partition than its user's goes there first (:mod:`convstream.stream.
-routing`); each topic partition's event-time clock (:mod:`convstream.core.clock`, kept in the
-``event-clocks`` table) sends records stamped far ahead of it or far behind it to dead-letter.
+routing`); each partition's event-time clock over the three engagement topics
+(:mod:`convstream.core.clock`, kept in the ``event-clocks`` table) sends records stamped far
+ahead of it or far behind it to dead-letter.
 """
 
 from __future__ import annotations
@@ -56,26 +57,30 @@ def register(rt: Any, channel: Any) -> None:
         "max_age_ms": s.retention_ms,
         "broker_skew_ms": s.max_clock_skew_ms,
     }
-    clocks: dict[tuple[str, int], EventClock] = {}
+    # One per partition, over its three topics: a sparse topic (clicks) then has a clock from
+    # the first records, and Faust reading one topic ahead of another moves them hours apart,
+    # far inside the bounds.
+    clocks: dict[int, EventClock] = {}
     # Engagements forwarded to their user's partition: each holds back the watermark of the
     # partition it was read on until that partition confirms it (convstream/stream/routing.py).
     in_flight = routing.InFlight(hold_s=s.lookup_wait_ceiling_s)
 
-    def clock_key(topic: str, partition: int) -> str:
-        return routing.key_on_partition(f"clock:{topic}", partition, s.partitions)
+    def clock_key(partition: int) -> str:
+        return routing.key_on_partition("clock:engagements", partition, s.partitions)
 
-    def clock_for(topic: str, partition: int) -> EventClock:
-        clock = clocks.get((topic, partition))
+    def clock_for(partition: int) -> EventClock:
+        clock = clocks.get(partition)
         if clock is None:
-            blob = stored_clocks.get(clock_key(topic, partition))
-            clock = clocks[(topic, partition)] = EventClock.loads(blob, **bounds)
+            blob = stored_clocks.get(clock_key(partition))
+            clock = clocks[partition] = EventClock.loads(blob, **bounds)
         return clock
 
     @rt.app.on_partitions_revoked.connect
     async def _forget_revoked_clocks(sender: Any, revoked: Any, **kwargs: Any) -> None:
         """A partition that moves away takes its clock along; reload it if it comes back."""
         for tp in revoked:
-            clocks.pop((rt.logical_name(tp.topic), tp.partition), None)
+            if rt.logical_name(tp.topic) == ENGAGEMENT_TOPICS[0]:
+                clocks.pop(tp.partition, None)
 
     def highwater(key: tuple[str, int]) -> int | None:
         topic, partition = key
@@ -100,7 +105,7 @@ def register(rt: Any, channel: Any) -> None:
         probes: list[dict[str, Any]] = []
         counts: dict[str, int] = defaultdict(int)
         confirm: dict[int, list[str]] = defaultdict(list)  # partition read from: tokens
-        ticked: set[tuple[str, int]] = set()
+        ticked: set[int] = set()  # partitions whose clock moved
         for event in events:
             topic = rt.logical_name(event.message.topic)
             if topic == "cs-probe":
@@ -131,14 +136,16 @@ def register(rt: Any, channel: Any) -> None:
                 in_flight.add(partition, token, rec.ts, now=time.monotonic())
                 tracker.skip(topic, partition, offset=offset)
                 continue
-            clock = clock_for(topic, partition)
-            broker_ts = routing.broker_ms(event)
-            verdict = clock.admit(rec.ts, broker_ts=broker_ts)
+            clock = clock_for(partition)
+            judged = {"broker_ts": routing.broker_ms(event), "fallback": None}
+            if not clock.warm():  # its first records: judged by this worker's other partitions
+                judged["fallback"] = _median([c.now() for c in clocks.values() if c.warm()])
+            verdict = clock.admit(rec.ts, **judged)
             if verdict is not None:
-                await rt.dead_letter(event, verdict, clock.explain(rec.ts, broker_ts=broker_ts))
+                await rt.dead_letter(event, verdict, clock.explain(rec.ts, **judged))
                 tracker.skip(topic, partition, offset=offset)
                 continue
-            ticked.add((topic, partition))
+            ticked.add(partition)
             tracker.observe(topic, partition, rec.ts, offset=offset)
             if _deleted(users.get(rec.user_id)):
                 continue
@@ -181,8 +188,8 @@ def register(rt: Any, channel: Any) -> None:
             users[user_id] = add_engagements(
                 state, rows.get(user_id, []), retention_ms=s.retention_ms
             )
-        for topic, partition in ticked:
-            stored_clocks[clock_key(topic, partition)] = clocks[(topic, partition)].dumps()
+        for partition in ticked:
+            stored_clocks[clock_key(partition)] = clocks[partition].dumps()
         sent = await forward_sightings(sightings)
         if confirm:
             # The sightings of the forwarded records first: the partitions they came from then
@@ -291,6 +298,15 @@ def register(rt: Any, channel: Any) -> None:
         """
         async with sending:
             await forward_sightings({})
+
+
+def _median(values: list[Any]) -> int | None:
+    """The lower median, or None for none.
+
+    >>> _median([5, 1, 3, 9]), _median([])
+    (3, None)
+    """
+    return sorted(values)[(len(values) - 1) // 2] if values else None
 
 
 def _deleted(state: dict[str, Any] | None) -> bool:

@@ -104,15 +104,15 @@ class Runtime:
 
 
 def _credentials(settings: Settings) -> Any:
-    if not settings.sasl_username:
-        return None
     context = None
     if settings.ssl_cafile:
         context = ssl.create_default_context(cafile=settings.ssl_cafile)
+    if not settings.sasl_username:
+        return faust.SSLCredentials(context) if context is not None else None
     return faust.SASLCredentials(
         username=settings.sasl_username,
         password=settings.sasl_password,
-        mechanism="PLAIN",
+        mechanism=settings.sasl_mechanism,
         ssl_context=context,
     )
 

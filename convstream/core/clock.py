@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Iterable
 from typing import Literal
 
 import orjson
@@ -48,6 +49,19 @@ DEFAULT_WINDOW = 64
 DEFAULT_OUTLIERS = 2
 #: How far a record's event time may run ahead of its broker timestamp: producers' clocks drift.
 DEFAULT_BROKER_SKEW_MS = 24 * 3600 * 1000
+
+
+def consensus(clocks: Iterable[EventClock]) -> int | None:
+    """The lower median of the warm clocks' times: the ``fallback`` for a cold one (a sparse
+    partition's first records), which no outlier and no single partition can move.
+
+    >>> warm = [EventClock(max_future_ms=1, max_age_ms=1, outliers=0) for _ in range(3)]
+    >>> for c, ts in zip(warm, (10, 30, 20)): c.observe(ts)
+    >>> consensus(warm), consensus([EventClock(max_future_ms=1, max_age_ms=1)])
+    (20, None)
+    """
+    times = sorted(t for t in (c.now() for c in clocks) if t is not None)
+    return times[(len(times) - 1) // 2] if times else None
 
 
 class EventClock:

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from faust.types import TP
 
-from convstream.core.clock import EventClock
+from convstream.core.clock import EventClock, consensus
 from convstream.core.engagements import (
     OWN_KINDS,
     add_engagements,
@@ -139,7 +139,7 @@ def register(rt: Any, channel: Any) -> None:
             clock = clock_for(partition)
             judged = {"broker_ts": routing.broker_ms(event), "fallback": None}
             if not clock.warm():  # its first records: judged by this worker's other partitions
-                judged["fallback"] = _median([c.now() for c in clocks.values() if c.warm()])
+                judged["fallback"] = consensus(clocks.values())
             verdict = clock.admit(rec.ts, **judged)
             if verdict is not None:
                 await rt.dead_letter(event, verdict, clock.explain(rec.ts, **judged))
@@ -298,15 +298,6 @@ def register(rt: Any, channel: Any) -> None:
         """
         async with sending:
             await forward_sightings({})
-
-
-def _median(values: list[Any]) -> int | None:
-    """The lower median, or None for none.
-
-    >>> _median([5, 1, 3, 9]), _median([])
-    (3, None)
-    """
-    return sorted(values)[(len(values) - 1) // 2] if values else None
 
 
 def _deleted(state: dict[str, Any] | None) -> bool:

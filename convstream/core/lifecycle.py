@@ -46,7 +46,7 @@ import orjson
 
 from convstream.core import coordinator
 from convstream.core.attribution import AttributionConfig
-from convstream.core.clock import EventClock
+from convstream.core.clock import EventClock, consensus
 from convstream.core.coordinator import ConversionState, Policy
 from convstream.core.identity import conversion_identifier_keys
 from convstream.core.learning_queue import Entry, LearningQueue
@@ -80,9 +80,10 @@ class Admitted:
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """A copy outside the event-time rules: to dead-letter with ``reason``."""
+    """A copy outside the event-time rules: to dead-letter with ``reason`` (and ``detail``)."""
 
     reason: str
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,9 +329,12 @@ class Lifecycle:
         clock = self.clock(partition)
         existing = self.states.get(key)
         if existing is None or existing["phase"] == "feedback_first":
-            verdict = clock.judge(copy["ts"], broker_ts=broker_ts)
+            # A cold clock (a partition's first few conversions) goes by the warm ones here.
+            fallback = None if clock.warm() else consensus(self.clocks.values())
+            verdict = clock.judge(copy["ts"], broker_ts=broker_ts, fallback=fallback)
             if verdict is not None:
-                return [Reject(verdict)]
+                detail = clock.explain(copy["ts"], broker_ts=broker_ts, fallback=fallback)
+                return [Reject(verdict, detail)]
         state, outcome = coordinator.admit(
             existing, copy, clock_ts=clock.now() if clock.warm() else None, policy=self.policy
         )

@@ -41,6 +41,12 @@ SOURCES = ("capi", "pixel")
 # Epoch milliseconds between 2001 and 2286: anything else is seconds, microseconds or garbage.
 MIN_TS_MS = 10**12
 MAX_TS_MS = 10**13
+#: Largest value parsed: any single record the field limits allow fits many times over. orjson
+#: caps nesting at 1024 levels itself (``invalid_json``), in microseconds.
+MAX_VALUE_BYTES = 65536
+#: Largest conversions record parsed: a batch envelope of up to MAX_BATCH_EVENTS events (about
+#: 600 KB of Pinterest events), below Kafka's default 1 MB message limit.
+MAX_ENVELOPE_BYTES = 900 * 1024
 #: Events in one batch envelope: Meta's Conversions API takes at most 1000 per request.
 MAX_BATCH_EVENTS = 1000
 #: ``data_processing_options`` (Meta) and ``opt_out_type`` (Pinterest) values that restrict use.
@@ -184,9 +190,11 @@ class Feedback:
         return f"{self.advertiser_id}:{self.event_name}:{self.event_id}"
 
 
-def _load(raw: bytes | str | None) -> dict[str, Any]:
+def _load(raw: bytes | str | None, *, limit: int = MAX_VALUE_BYTES) -> dict[str, Any]:
     if raw is None:
         raise Invalid("invalid_json", "empty value")
+    if len(raw) > limit:  # bytes from Kafka; a str (tests, replays) in characters
+        raise Invalid("too_large", f"value over {limit} bytes")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -441,7 +449,7 @@ def parse_conversions(raw: bytes | str | None) -> list[Conversion | Invalid]:
     >>> items[1].index, str(items[1])
     (1, 'missing_field: data[1]: event_id')
     """
-    return conversions_from_value(_load(raw))
+    return conversions_from_value(_load(raw, limit=MAX_ENVELOPE_BYTES))
 
 
 def conversions_from_value(obj: Any) -> list[Conversion | Invalid]:

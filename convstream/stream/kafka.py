@@ -40,9 +40,10 @@ class BrokerUnavailable(ConnectionError):
     def __init__(self, settings: Settings) -> None:
         if settings.sasl_username:
             how = (
-                f"with SASL/PLAIN as user {settings.sasl_username!r}: authentication failed or "
-                "the broker is unreachable. Check CONVSTREAM_SASL_USERNAME and "
-                "CONVSTREAM_SASL_PASSWORD, and that the broker offers SASL/PLAIN"
+                f"with SASL/{settings.sasl_mechanism} as user {settings.sasl_username!r}: "
+                "authentication failed or the broker is unreachable. Check "
+                "CONVSTREAM_SASL_USERNAME and CONVSTREAM_SASL_PASSWORD, and that the broker "
+                f"offers SASL/{settings.sasl_mechanism} (CONVSTREAM_SASL_MECHANISM)"
             )
         else:
             how = (
@@ -67,17 +68,19 @@ async def start_client(client: Any, settings: Settings) -> None:
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
-    """Connection options shared by every raw client (bootstrap, SASL/PLAIN, TLS)."""
+    """Connection options shared by every raw client (bootstrap, SASL, TLS)."""
     options: dict[str, Any] = {"bootstrap_servers": settings.bootstrap}
     if settings.sasl_username:
         options.update(
             security_protocol="SASL_SSL" if settings.ssl_cafile else "SASL_PLAINTEXT",
-            sasl_mechanism="PLAIN",
+            sasl_mechanism=settings.sasl_mechanism,
             sasl_plain_username=settings.sasl_username,
             sasl_plain_password=settings.sasl_password,
         )
-        if settings.ssl_cafile:
-            options["ssl_context"] = ssl.create_default_context(cafile=settings.ssl_cafile)
+    elif settings.ssl_cafile:
+        options["security_protocol"] = "SSL"
+    if settings.ssl_cafile:
+        options["ssl_context"] = ssl.create_default_context(cafile=settings.ssl_cafile)
     return options
 
 

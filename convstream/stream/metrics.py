@@ -15,11 +15,21 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 from convstream.core.identity import REJECTION_FIELDS, REJECTION_REASONS, Rejection
 
 REGISTRY = CollectorRegistry()
+# CPU seconds, resident and virtual memory, open and maximum file descriptors, start time, as
+# convstream_process_* (from /proc; absent on systems without it).
+ProcessCollector(namespace="convstream", registry=REGISTRY)
 
 OTHER = "other"
 """The label value that stands for everything outside a bounded vocabulary."""
@@ -34,7 +44,9 @@ _LAG_BUCKETS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600)
 _LAG_BUCKETS += tuple(d * 86400 for d in (1, 2, 3, 7, 14, 21, 30))
 _CONFIDENCE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# Up to 30 s: a stall of seconds (a hostile payload, a long collection) must not hide in +Inf.
 _LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5)
+_LOOP_LAG_BUCKETS += (5, 10, 30)
 
 EVENTS_IN = Counter(
     "convstream_events_in_total", "Records consumed, per topic.", ["topic"], registry=REGISTRY
@@ -55,6 +67,13 @@ IDENTIFIER_REJECTED = Counter(
     "convstream_identifier_rejected_total",
     "Identifier values dropped at ingestion as junk, per user_data field as sent and reason.",
     ["field", "reason"],
+    registry=REGISTRY,
+)
+REROUTED = Counter(
+    "convstream_records_rerouted_total",
+    "Input records read on another partition than the project's (murmur2) one for their key, "
+    "forwarded to it (convstream/stream/routing.py), per topic.",
+    ["topic"],
     registry=REGISTRY,
 )
 DEDUPE = Counter(
@@ -170,7 +189,8 @@ TURNS_EXPIRED = Counter(
 )
 BROKER_UP = Gauge(
     "convstream_broker_up",
-    "1 when this worker's last interaction with the broker succeeded.",
+    "1 when this worker's last interaction with the broker succeeded (from its first metadata "
+    "fetch, before the worker starts).",
     registry=REGISTRY,
 )
 WORKER_UP = Gauge("convstream_worker_up", "1 while the worker runs.", registry=REGISTRY)
@@ -232,16 +252,14 @@ class _Vocabulary:
 # Topics, tables and dead-letter reasons come from code and configuration, never from input.
 _topic = _Vocabulary(r"[A-Za-z0-9._\-]{1,64}", 64)
 _table = _Vocabulary(r"[A-Za-z0-9._\-]{1,64}", 32)
-_reason = _Vocabulary(
-    r"[a-z_]{1,32}",
-    16,
-    (
-        "invalid_json", "schema", "missing_field", "too_long", "bad_timestamp", "invalid_ip",
-        "too_old", "future_ts",
-    ),
+#: Every dead-letter reason the code gives; their series exist at zero from the start.
+DEAD_LETTER_REASONS = (
+    "invalid_json", "schema", "missing_field", "too_long", "too_large", "bad_timestamp",
+    "invalid_ip", "too_old", "future_ts",
 )  # fmt: skip
 _rejected_field = _Vocabulary(r"(?!)", 0, REJECTION_FIELDS)
 _rejected_reason = _Vocabulary(r"(?!)", 0, REJECTION_REASONS)
+_reason = _Vocabulary(r"[a-z_]{1,32}", 16, DEAD_LETTER_REASONS)
 _dedupe_outcome = _Vocabulary(r"(?!)", 0, ("merged", "late_dropped", "correction"))
 _engagement_type = _Vocabulary(r"(?!)", 0, ("click", "view"))
 # Event and parameter names come from advertisers: the standard ones, then a few newcomers.
@@ -400,6 +418,27 @@ def count_identifier_rejected(rejections: Iterable[Rejection]) -> None:
     """Count a conversion's rejected identifier values (``Conversion.rejected``)."""
     for r in rejections:
         IDENTIFIER_REJECTED.labels(_rejected_field(r.field), _rejected_reason(r.reason)).inc()
+
+
+def count_rerouted(topic: str, n: int = 1) -> None:
+    REROUTED.labels(_topic(topic)).inc(n)
+
+
+def precreate(topics: Iterable[str]) -> None:
+    """Give every (topic, reason) dead-letter series, and every input topic's events-in and
+    rerouted series, the value 0 now: a series that first appears on its first increment hides
+    that increment from ``increase()`` and ``rate()``, so an alert would miss a burst.
+
+    >>> precreate(["clicks"])
+    >>> REGISTRY.get_sample_value(
+    ...     "convstream_dead_letter_total", {"topic": "clicks", "reason": "future_ts"})
+    0.0
+    """
+    for topic in topics:
+        EVENTS_IN.labels(_topic(topic))
+        REROUTED.labels(_topic(topic))
+        for reason in DEAD_LETTER_REASONS:
+            DEAD_LETTER.labels(_topic(topic), reason)
 
 
 def count_dedupe(outcome: str) -> None:

@@ -21,6 +21,7 @@ INPUT_TOPICS = ("impressions", "clicks", "identity", "conversions", "feedback", 
 ENGAGEMENT_TOPICS = ("impressions", "clicks", "identity")
 INTERNAL_TOPICS = ("cs-ident", "cs-answer", "cs-probe", "cs-learn")
 OUTPUT_TOPICS = ("labels", "dead-letter")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,11 @@ class Settings:
     web_port: int = 6066
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9400
-    # Security (SASL/PLAIN over plaintext or TLS).
+    # Security: SASL (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) when a username is set, over TLS
+    # when a CA file is set (TLS alone without a username).
     sasl_username: str = ""
     sasl_password: str = ""
+    sasl_mechanism: str = "PLAIN"
     ssl_cafile: str = ""
     # Batching.
     batch_size: int = 1000
@@ -86,6 +89,12 @@ class Settings:
     max_conversion_age_ms: int = 7 * DAY_MS
     # Sparse partitions can go days between conversions: only absurd jumps are rejected.
     max_future_ms: int = 30 * DAY_MS
+    # Engagements and identity sightings further ahead of their partition's event-time clock
+    # (convstream/core/clock.py) go to dead-letter as future_ts; older than retention_ms behind
+    # it, as too_old.
+    max_engagement_future_ms: int = 7 * DAY_MS
+    # Any record whose event time is this far ahead of its broker timestamp is future_ts.
+    max_clock_skew_ms: int = DAY_MS
     attribution_config: str = ""
     checkpoint_every: int = 200
     # The match model learns this far behind its decisions, in event-time order, so that label
@@ -125,6 +134,13 @@ class Settings:
     @property
     def lookup_wait_ceiling_s(self) -> float:
         return max(self.lookup_ceiling_s, self.max_wait_s)
+
+    def __post_init__(self) -> None:
+        if self.sasl_mechanism not in SASL_MECHANISMS:
+            raise ValueError(
+                f"CONVSTREAM_SASL_MECHANISM={self.sasl_mechanism!r} is not one of "
+                + ", ".join(SASL_MECHANISMS)
+            )
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -16,6 +16,11 @@ its last fetch an instant before more records land, while another topic, fetched
 read further ahead in event time; without the settling time the watermark would jump past the
 records about to be appended, and lookups would miss their sightings.
 
+One record cannot move a watermark far: a topic partition's newest event time is its newest
+record's, unless that one is more than ``jump_ms`` ahead of the one before it; then the one
+before, until another record comes near it (an outlier that passed validation, see
+:mod:`convstream.core.clock`, holds the watermark no further than ``jump_ms``).
+
 >>> now = [0.0]
 >>> highwater = {("clicks", 0): 10, ("views", 0): 50}
 >>> wm = WatermarkTracker(("clicks", "views"), lateness_ms=10, highwater=highwater.get,
@@ -40,6 +45,8 @@ from collections.abc import Callable
 
 #: How long a topic partition must stay read to its end before it stops holding back.
 DEFAULT_SETTLE_S = 1.0
+#: How far one record may move a topic partition's newest event time ahead of the one before.
+DEFAULT_JUMP_MS = 3_600_000
 
 HighwaterFn = Callable[[tuple[str, int]], int | None]
 
@@ -53,21 +60,30 @@ class WatermarkTracker:
         highwater: HighwaterFn,
         settle_s: float = DEFAULT_SETTLE_S,
         clock: Callable[[], float] = time.monotonic,
+        jump_ms: int = DEFAULT_JUMP_MS,
     ) -> None:
         self.topics = topics
         self.lateness_ms = lateness_ms
         self.highwater = highwater
         self.settle_s = settle_s
         self.clock = clock
-        self._max_ts: dict[tuple[str, int], int] = {}
+        self.jump_ms = jump_ms
+        self._max_ts: dict[tuple[str, int], int] = {}  # the newest event time to go by
+        self._top: dict[tuple[str, int], tuple[int, int | None]] = {}  # newest, the one before
         self._next_offset: dict[tuple[str, int], int] = {}
         self._caught_up_since: dict[tuple[str, int], float] = {}
         self._behind_since: dict[tuple[str, int], float] = {}
 
     def observe(self, topic: str, partition: int, ts: int, *, offset: int) -> None:
         key = (topic, partition)
-        if ts > self._max_ts.get(key, -1):
-            self._max_ts[key] = ts
+        first, second = self._top.get(key, (None, None))
+        if first is None or ts > first:
+            first, second = ts, first
+        elif second is None or ts > second:
+            second = ts
+        self._top[key] = (first, second)
+        trusted = first if second is None or first - second <= self.jump_ms else second
+        self._max_ts[key] = max(trusted, self._max_ts.get(key, trusted))
         self.skip(topic, partition, offset=offset)
 
     def skip(self, topic: str, partition: int, *, offset: int) -> None:

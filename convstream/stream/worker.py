@@ -74,6 +74,9 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> int:
         asyncio.run(ensure_topics(settings))
     finally:
         kafka_log.setLevel(level)
+    # Its metadata fetch succeeded: the broker is up, well before the first health tick (about
+    # 20 s later at startup, rebalance included), which would otherwise read 0 until then.
+    metrics.set_broker_up(True)
     metrics_port = serve_metrics(settings.metrics_host, settings.metrics_port)
     # stderr, not the log: it must show at the default level (warning) and before Faust's own
     print(startup_line(settings, metrics_port), file=sys.stderr, flush=True)

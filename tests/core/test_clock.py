@@ -40,7 +40,7 @@ def test_one_outlier_changes_no_other_verdict(steps, where, outlier, bounds):
         ts += step
         stream.append(ts)
     # Past the warm-up: before it only the broker bound judges (tested below).
-    where = max(where % (len(stream) + 1), bounds["outliers"] + 1)
+    where = max(where % (len(stream) + 1), 2 * bounds["outliers"] + 1)
     control = verdicts(stream, EventClock(**bounds))
     planted = stream[:where] + [outlier] + stream[where:]
     got = verdicts(planted, EventClock(**bounds))
@@ -100,12 +100,35 @@ def test_dumps_loads_round_trip_keeps_verdicts():
         assert again.judge(ts) == clock.judge(ts)
     assert EventClock.loads(None, **BOUNDS).now() is None
     # A smaller window after a settings change keeps the newest values.
-    small = EventClock.loads(clock.dumps(), **{**BOUNDS, "window": 4})
-    assert len(small) == 4 and small.now() == T0 + 27 * 60_000  # third newest of 26..29
+    small = EventClock.loads(clock.dumps(), **{**BOUNDS, "window": 5})
+    assert len(small) == 5 and small.now() == T0 + 27 * 60_000  # third newest of 25..29
     # Junk in a restored blob is skipped, never trusted.
     assert len(EventClock.loads(b'[1, "x", true, 2.5, 3]', **BOUNDS)) == 2
 
 
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError):
-        EventClock(max_future_ms=1, max_age_ms=1, window=4, outliers=4)
+        EventClock(max_future_ms=1, max_age_ms=1, window=4, outliers=2)
+
+
+def test_no_clock_until_real_records_outnumber_outliers_on_both_sides():
+    """Seen in tests/integration/test_hostile_clocks.py: a sparse partition's cold clock
+    admitted one record far ahead and one far behind; with three records the one far behind
+    was the clock, and every good record after it was future_ts."""
+    clock = EventClock(**BOUNDS)
+    for ts in (T0, T0 + 300 * DAY, T0 - 200 * DAY, T0 + 60_000):
+        assert clock.admit(ts) is None  # cold: only the broker bound judges
+        assert clock.now() is None
+    assert clock.admit(T0 + 120_000) is None
+    assert clock.now() == T0 + 60_000
+    assert [clock.admit(T0 + i * DAY) for i in range(1, 4)] == [None] * 3
+
+
+def test_a_cold_clock_judges_by_the_fallback_it_is_given():
+    """A sparse partition's first records, read before its clock is warm, are judged by the
+    clock of the worker's other partitions."""
+    clock = EventClock(**BOUNDS)
+    assert clock.admit(T0 + 300 * DAY, fallback=T0) == "future_ts"
+    assert clock.admit(T0 - 200 * DAY, fallback=T0) == "too_old"
+    assert clock.admit(T0 + 300 * DAY) is None  # no fallback: admitted (and outvoted later)
+    assert clock.explain(T0 + 300 * DAY, fallback=T0) == "300.0 days ahead of the clock"

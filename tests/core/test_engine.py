@@ -78,8 +78,8 @@ def test_late_copy_with_new_identifiers_emits_a_revision():
         _impression("u2", T + 2 * MIN, "i2", ip="10.9.9.9"),
         _conversion("pixel", T + 3 * MIN, client_ip_address="10.9.9.9", client_user_agent="UA-2"),
         _impression("u3", T + 10 * MIN, "i3", ip="10.7.7.7"),  # moves the watermark
-        # Three later orders move the partition's clock (one or two outliers cannot).
-        *(_other_order(T + (10 + i) * MIN) for i in range(3)),
+        # Later orders move the partition's clock (it is warm at five; two outliers cannot).
+        *(_other_order(T + (10 + i) * MIN) for i in range(5)),
         _conversion("capi", T + 3 * MIN, em=em),
         _impression("u3", T + 20 * MIN, "i4", ip="10.7.7.7"),
     ]

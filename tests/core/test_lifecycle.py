@@ -41,7 +41,7 @@ def test_one_conversion_stamped_weeks_ahead_does_not_make_the_real_ones_too_old(
 
 def test_far_future_and_far_past_copies_are_rejected_and_leave_the_clock_alone():
     life = Lifecycle({}, RuleBaseline, partitions=1)
-    _outcomes(life, [_copy(f"o{i}", T + i * MINUTE_MS) for i in range(5)])
+    _outcomes(life, [_copy(f"o{i}", T + i * MINUTE_MS) for i in range(8)])
     before = life.clock(0).now()
     assert _outcomes(life, [_copy("x1", T + 40 * DAY_MS), _copy("x2", T - 8 * DAY_MS)]) == [
         "future_ts",
@@ -56,8 +56,10 @@ def test_far_future_and_far_past_copies_are_rejected_and_leave_the_clock_alone()
 def test_the_clock_resumes_from_its_checkpoint():
     checkpoints: dict[str, bytes] = {}
     life = Lifecycle({}, RuleBaseline, partitions=2, checkpoints=checkpoints)
-    _outcomes(life, [_copy(f"o{i}", T + i * MINUTE_MS) for i in range(5)])
+    _outcomes(life, [_copy(f"o{i}", T + i * MINUTE_MS) for i in range(8)])
     checkpoints[key_for_partition(0, 2, "clock")] = life.clock(0).dumps()
     again = Lifecycle({}, RuleBaseline, partitions=2, checkpoints=checkpoints)
     assert again.clock(0).now() == life.clock(0).now()
-    assert again.conversion(_copy("old", T - 8 * DAY_MS), partition=0) == [Reject("too_old")]
+    assert again.conversion(_copy("old", T - 8 * DAY_MS), partition=0) == [
+        Reject("too_old", "8.0 days behind the clock")
+    ]

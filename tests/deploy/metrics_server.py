@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from convstream.core.identity import Rejection
 from convstream.stream import metrics
 from tests.deploy.promql import free_port
 
@@ -57,6 +58,10 @@ def populate() -> None:
         metrics.set_consumer_lag(topic, 100)
     for reason in ("invalid_json", "schema", "invalid_ip", "too_old", "future_ts"):
         metrics.count_dead_letter("conversions", reason)
+    metrics.count_rerouted("clicks", 3)
+    metrics.count_identifier_rejected(
+        [Rejection("em", "placeholder"), Rejection("ph", "too_short")]
+    )
     for outcome in ("merged", "late_dropped", "correction"):
         metrics.count_dedupe(outcome)
     for table in TABLES:

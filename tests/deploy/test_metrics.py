@@ -214,3 +214,35 @@ def test_start_metrics_server_disabled_on_port_0():
     metrics.set_worker_up(False)
     metrics.start_metrics_server("127.0.0.1", 0)
     assert value("convstream_worker_up") == 0.0
+
+
+def test_every_dead_letter_series_exists_at_zero_before_its_first_record():
+    """Issue 23: increase() read 0 for a burst of 60 dead letters whose (topic, reason) series
+    appeared with the burst. The worker pre-creates them (convstream/stream/app.py)."""
+    topic = "fresh-input"  # a topic no other test touches
+
+    def sample(name: str, reason: str | None = None) -> float | None:
+        labels = {"topic": topic} if reason is None else {"topic": topic, "reason": reason}
+        return metrics.REGISTRY.get_sample_value(name, labels)
+
+    assert sample("convstream_dead_letter_total", "too_large") is None
+    metrics.precreate([topic])
+    for reason in metrics.DEAD_LETTER_REASONS:
+        assert sample("convstream_dead_letter_total", reason) == 0.0
+    assert sample("convstream_records_rerouted_total") == 0.0
+    assert sample("convstream_events_in_total") == 0.0
+
+
+def test_process_cpu_and_memory_are_exported():
+    assert value("convstream_process_resident_memory_bytes") > 1 << 20
+    assert value("convstream_process_cpu_seconds_total") > 0
+
+
+def test_loop_lag_buckets_reach_30_seconds():
+    """A stall of seconds must land in a bucket, not in +Inf."""
+    metrics.observe_loop_lag(11.0, loop="main")
+    assert value("convstream_event_loop_lag_seconds_bucket", loop="main", le="30.0") >= 1
+    assert (
+        value("convstream_event_loop_lag_seconds_bucket", loop="main", le="30.0")
+        - value("convstream_event_loop_lag_seconds_bucket", loop="main", le="10.0")
+    ) >= 1

@@ -105,4 +105,4 @@ def test_alert_rules_evaluate_cleanly(prometheus):
         time.sleep(0.5)
     unhealthy = {rule["name"]: rule.get("lastError") for rule in rules if rule["health"] != "ok"}
     assert not unhealthy
-    assert len(rules) == 7
+    assert len(rules) == 8

@@ -73,6 +73,7 @@ def test_required_alerts():
     assert "convstream_dead_letter_total" in alerts["ConvstreamDeadLetterRateHigh"]
     assert "offset 1h" in alerts["ConvstreamMatchRateDrop"]
     assert "convstream_calibration_ece > 0.05" in alerts["ConvstreamCalibrationDrift"]
+    assert "convstream_process_open_fds" in alerts["ConvstreamFileDescriptorsNearLimit"]
     for group in yaml.safe_load(ALERT_RULES.read_text())["groups"]:
         for rule in group["rules"]:
             assert rule["labels"]["severity"] in {"critical", "warning"}

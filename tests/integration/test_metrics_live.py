@@ -42,6 +42,7 @@ EXPECTED_EMPTY = {
     RULES + "ConvstreamConsumerLagGrowing": "needs lag above 10000 records; the replay is ~1500",
     RULES + "ConvstreamDeadLetterRateHigh": "needs > 0.1 dead letters/s over 10m; we send 3",
     RULES + "ConvstreamMatchRateDrop": "compares with `offset 1h`: Prometheus is seconds old",
+    RULES + "ConvstreamFileDescriptorsNearLimit": "a worker opens a few dozen of its limit",
 }
 # Data-dependent: ECE above 0.05 over a few dozen labels is a coin toss, so either is fine.
 MAY_BE_EMPTY = {RULES + "ConvstreamCalibrationDrift": "ECE of a few dozen labels is noisy"}
@@ -59,8 +60,13 @@ SET_BY_WORKER = {
     "convstream_heap_released_bytes_total > 0": "the heap timer gave free pages back (glibc)",
     "count(convstream_event_loop_lag_seconds_count > 0) == 2": "main and consumer loops probed",
     'convstream_gc_pause_seconds_count{generation="0"} > 0': "collections are timed",
+    "convstream_process_resident_memory_bytes > 10e6": "the process's resident memory",
+    "convstream_process_cpu_seconds_total > 0": "the process's CPU time",
+    # 6 input topics x 9 reasons, at zero from the start: increase() sees a first burst.
+    "count(convstream_dead_letter_total) >= 54": "every (topic, reason) series exists",
+    "count(convstream_records_rerouted_total) >= 6": "every input topic's rerouted series",
 }
-TABLES = {"users", "identifiers", "conversion-state", "match-models"}
+TABLES = {"users", "identifiers", "conversion-state", "match-models", "event-clocks"}
 CONSUMED_TOPICS = {"impressions", "clicks", "identity", "conversions", "feedback"}
 MALFORMED = [
     ("conversions", "{not json"),
@@ -134,6 +140,10 @@ def test_dashboards_and_alerts_against_a_real_worker(settings, start_worker, pro
     settings = settings.replace(metrics_port=port, metrics_host="127.0.0.1")
     worker = start_worker(settings)
     wait_for_metrics_server(port, worker)
+    # Up from the first scrape: the worker fetched metadata before it served metrics (it read
+    # 0 for ~20 s, until the first health tick, before issue 23).
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as page:
+        assert "\nconvstream_broker_up 1.0\n" in page.read().decode()
     prometheus = prometheus_for(f"127.0.0.1:{port}")
     prometheus.wait_for_scrapes(1)
 

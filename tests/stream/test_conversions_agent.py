@@ -36,6 +36,8 @@ class Message:
     partition: int
     value: bytes
     offset: int = 0
+    timestamp: float | None = None
+    headers: tuple = ()
 
 
 @dataclass

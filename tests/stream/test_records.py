@@ -563,3 +563,16 @@ def test_reason_is_the_first_word_of_the_message():
         parse_impression(raw(impression(ts="soon")))
     assert str(info.value).startswith("schema")
     assert isinstance(info.value, ValueError)
+
+
+def test_a_huge_or_deep_value_is_refused_before_it_is_parsed():
+    from convstream.core.records import MAX_VALUE_BYTES
+
+    huge = b'{"user_id":"u1","ts":1767571200000,"pad":"' + b"x" * MAX_VALUE_BYTES + b'"}'
+    with pytest.raises(Invalid) as exc:
+        parse_identity(huge)
+    assert exc.value.reason == "too_large"
+    deep = b'{"user_id":"u1","ts":1767571200000,"x":' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    with pytest.raises(Invalid) as exc:
+        parse_identity(deep)  # 20 KB: under the size cap, over orjson's depth cap
+    assert exc.value.reason == "invalid_json"

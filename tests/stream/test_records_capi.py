@@ -26,8 +26,10 @@ from convstream.core.identity import (
 )
 from convstream.core.records import (
     MAX_BATCH_EVENTS,
+    MAX_ENVELOPE_BYTES,
     Conversion,
     Invalid,
+    conversions_from_value,
     parse_conversion,
     parse_conversions,
     parse_feedback,
@@ -229,10 +231,19 @@ def test_an_unusable_envelope_is_invalid_as_a_whole(payload, why):
 
 
 def test_an_envelope_over_the_batch_limit_is_too_long():
+    # 1000 Pinterest events are 1.8 MB, past Kafka's default 1 MB message: a record that big is
+    # too_large before it is parsed; the event limit holds for a decoded value (a replay's).
     with pytest.raises(Invalid) as info:
-        parse_conversions(envelope(*[pinterest_event()] * (MAX_BATCH_EVENTS + 1)))
+        conversions_from_value(
+            orjson.loads(envelope(*[pinterest_event()] * (MAX_BATCH_EVENTS + 1)))
+        )
     assert info.value.reason == "too_long"
-    assert len(parse_conversions(envelope(*[pinterest_event()] * MAX_BATCH_EVENTS))) == 1000
+    full = envelope(*[pinterest_event()] * MAX_BATCH_EVENTS)
+    assert len(conversions_from_value(orjson.loads(full))) == 1000
+    with pytest.raises(Invalid) as info:
+        parse_conversions(full)
+    assert info.value.reason == "too_large" and len(full) > MAX_ENVELOPE_BYTES
+    assert len(parse_conversions(envelope(*[pinterest_event()] * 400))) == 400
 
 
 def test_parse_conversion_refuses_an_envelope_and_parse_conversions_reads_single_events():

@@ -41,7 +41,7 @@ PARSERS = {
     "feedback": parse_feedback,
 }
 TOPICS = sorted(PARSERS)
-# Reasons only the conversions agent gives (they need the partition's event-time clock).
+# Reasons only the agents give (they need the partition's event-time clock).
 AGENT_REASONS = {"too_old", "future_ts"}
 FUZZ = settings(
     max_examples=200,
@@ -66,8 +66,8 @@ PARSER_REASONS = VOCABULARY - AGENT_REASONS
 
 def test_the_documented_vocabulary_is_the_one_the_pipeline_uses():
     assert VOCABULARY == {
-        "invalid_json", "schema", "missing_field", "too_long", "bad_timestamp", "invalid_ip",
-        "too_old", "future_ts",
+        "invalid_json", "schema", "missing_field", "too_long", "too_large", "bad_timestamp",
+        "invalid_ip", "too_old", "future_ts",
     }  # fmt: skip
 
 
@@ -410,16 +410,41 @@ def test_a_dead_letter_record_has_coordinates_reason_and_no_planted_pii(case):
 @pytest.mark.parametrize("keep", [1, 4])
 @pytest.mark.parametrize("email", ["ann.lee@example.com", "Bob_99+ads@mail.example.org"])
 def test_a_dead_letter_payload_cut_at_the_limit_leaks_no_part_of_an_email(email, keep):
+    from convstream.stream.app import DEAD_LETTER_PAYLOAD_CHARS as LIMIT
+
     user, domain = email.split("@")
     head = '{"user_id":"u1","ts":1767571200000,"user_agent":"'
-    # Pad so that the 65536-character cut falls ``keep`` characters after the "@".
-    room = 65536 - len(head) - len(user) - 1 - keep
+    # Pad so that the cut falls ``keep`` characters after the "@".
+    room = LIMIT - len(head) - len(user) - 1 - keep
     pad = "M " * (room // 2) + " " * (room % 2)
     payload = f'{head}{pad}{email}"}}'.encode()  # too_long: the user agent is huge
-    assert payload.decode()[:65536].endswith(f"{user}@{domain[:keep]}")
+    assert payload.decode()[:LIMIT].endswith(f"{user}@{domain[:keep]}")
     record = _dead_letter("identity", payload)
     assert record["reason"] == "too_long"
     assert f"{user}@{domain[:keep]}" not in record["payload"]
+    assert record["payload"].startswith(head)
+
+
+def test_a_huge_dead_letter_payload_is_cut_before_it_is_redacted(monkeypatch):
+    """Issue 23: a 1 MB payload was redacted whole (1-3 s of the event loop), then cut."""
+    from convstream.stream import app
+    from convstream.stream.app import DEAD_LETTER_PAYLOAD_CHARS as LIMIT
+
+    seen: list[int] = []
+
+    def redact(text):
+        seen.append(len(text))
+        return redact_pii(text)
+
+    monkeypatch.setattr(app, "redact_pii", redact)
+    words = " ".join(f"w{i} ann{i}@example.com +1 555 010 {i:04d}" for i in range(30_000))
+    payload = orjson.dumps({"user_id": "u1", "ts": 1767571200000, "note": words})
+    assert len(payload) > 1_000_000
+    record = _dead_letter("identity", payload)
+    assert record["reason"] == "too_large"
+    assert seen and max(seen) <= LIMIT
+    assert record["payload"].startswith('{"user_id":"u1"')
+    assert "@example.com" not in record["payload"]
 
 
 def test_redacted_payloads_say_so():

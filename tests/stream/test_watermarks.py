@@ -89,3 +89,27 @@ def test_a_dead_lettered_last_record_does_not_keep_its_partition_unread():
     now[0] = 1.0
     assert wm.watermark(0) == T
     assert not wm.behind(0)
+
+
+def test_one_record_far_ahead_does_not_move_the_watermark():
+    """Issue 23: one impression stamped in 2255 per partition made every identifier entry
+    expire on arrival, through the watermark."""
+    highwater = {("impressions", 0): 10**6}
+    wm = WatermarkTracker(("impressions",), lateness_ms=0, highwater=highwater.get)
+    wm.observe("impressions", 0, T, offset=0)
+    wm.observe("impressions", 0, 9 * 10**12, offset=1)
+    assert wm.watermark(0) == T
+    for i in range(1, 4):
+        wm.observe("impressions", 0, T + i * MIN, offset=1 + i)
+        assert wm.watermark(0) == T + i * MIN
+    assert wm.newest("impressions") == T + 3 * MIN
+
+
+def test_a_gap_in_traffic_costs_the_watermark_one_record():
+    highwater = {("impressions", 0): 10**6}
+    wm = WatermarkTracker(("impressions",), lateness_ms=0, highwater=highwater.get)
+    wm.observe("impressions", 0, T, offset=0)
+    wm.observe("impressions", 0, T + 5 * 60 * MIN, offset=1)  # five hours later
+    assert wm.watermark(0) == T
+    wm.observe("impressions", 0, T + 5 * 60 * MIN + 1, offset=2)
+    assert wm.watermark(0) == T + 5 * 60 * MIN + 1

@@ -17,6 +17,7 @@ import uuid
 from collections import OrderedDict, defaultdict
 from typing import Any
 
+import orjson
 from faust.types import TP
 
 from convstream.core import messages
@@ -32,7 +33,7 @@ from convstream.core.lifecycle import (
 from convstream.core.matching.model import MatchModel
 from convstream.core.records import Invalid, parse_conversions, parse_feedback
 from convstream.core.settings_file import AttributionConfigWatcher
-from convstream.stream import metrics, quality
+from convstream.stream import metrics, quality, routing
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ class ConversionsAdapter:
             elif topic == "cs-learn":
                 self.on_examples(event.message.partition, event.message.value)
             else:
-                counts[topic] += 1
+                if routing.origin(event) is None:  # a forwarded record was counted where read
+                    counts[topic] += 1
                 if topic == "conversions":
                     self.read[event.message.partition] = (event.message.offset, time.monotonic())
                     await self.on_conversion(event)
@@ -121,8 +123,15 @@ class ConversionsAdapter:
                 await self.rt.dead_letter(event, item.reason, str(item))
                 continue
             metrics.count_identifier_rejected(item.rejected)
+            right = routing.target(event, item.key, self.rt.settings.partitions)
+            if right is not None:
+                # Produced by another partitioner, or one event of a batch: forwarded as its
+                # own record, hashed (its raw identifiers never leave this worker).
+                value = orjson.dumps(item.as_event())
+                await routing.forward(self.rt, event, "conversions", item.key, right, value=value)
+                continue
             commands = self.lifecycle.conversion(
-                item.as_dict(), event.message.partition, broker_ts=_broker_ms(event)
+                item.as_dict(), event.message.partition, broker_ts=routing.broker_ms(event)
             )
             await self.execute(commands, event)
 
@@ -131,6 +140,8 @@ class ConversionsAdapter:
             truth = parse_feedback(event.message.value)
         except Invalid as exc:
             await self.rt.dead_letter(event, exc.reason, str(exc))
+            return
+        if await routing.reroute(self.rt, event, "feedback", truth.key):
             return
         await self.execute(self.lifecycle.feedback(truth.key, truth.user_id, truth.ts), event)
 
@@ -173,7 +184,7 @@ class ConversionsAdapter:
                 if command.outcome in ("new", "correction"):
                     self.arrivals[command.conversion_key] = time.time()
             elif isinstance(command, Reject):
-                await self.rt.dead_letter(event, command.reason)
+                await self.rt.dead_letter(event, command.reason, command.detail)
             elif isinstance(command, EmitLabel):
                 key = command.label["conversion_key"]
                 await self.rt.send("labels", key, command.label, partition=command.partition)
@@ -230,12 +241,6 @@ class ConversionsAdapter:
         await self.execute(commands)
         await self.send_examples()
         metrics.set_table_entries("conversion-state", len(self.lifecycle.states))
-
-
-def _broker_ms(event: Any) -> int | None:
-    """The record's broker timestamp in epoch ms (Faust gives seconds), if it has one."""
-    ts = getattr(event.message, "timestamp", None)
-    return int(ts * 1000) if isinstance(ts, int | float) and ts > 0 else None
 
 
 def register(rt: Any, channel: Any) -> ConversionsAdapter:

@@ -5,17 +5,24 @@ user's state once, then send *one* message per identifiers partition holding tha
 sightings for it plus this worker's watermarks, so sightings and watermarks stay in order.
 A deletion on the ``privacy`` topic drops the user's state, leaves a marker that keeps later
 events of that user out, and tells every identifier entry the user was seen on to forget them.
+
+A record read on another partition than its user's goes there first (:mod:`convstream.stream.
+routing`); each partition's event-time clock over the three engagement topics
+(:mod:`convstream.core.clock`, kept in the ``event-clocks`` table) sends records stamped far
+ahead of it or far behind it to dead-letter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from typing import Any
 
 import orjson
 from faust.types import TP
 
+from convstream.core.clock import EventClock, consensus
 from convstream.core.engagements import (
     OWN_KINDS,
     add_engagements,
@@ -34,7 +41,7 @@ from convstream.core.records import (
     parse_identity,
     parse_impression,
 )
-from convstream.stream import metrics
+from convstream.stream import metrics, routing
 from convstream.stream.settings import ENGAGEMENT_TOPICS
 from convstream.stream.watermarks import WatermarkTracker
 
@@ -44,6 +51,36 @@ PARSERS = {"impressions": parse_impression, "clicks": parse_click, "identity": p
 def register(rt: Any, channel: Any) -> None:
     s = rt.settings
     users = rt.tables["users"]
+    stored_clocks = rt.tables["clocks"]
+    bounds = {
+        "max_future_ms": s.max_engagement_future_ms,
+        "max_age_ms": s.retention_ms,
+        "broker_skew_ms": s.max_clock_skew_ms,
+    }
+    # One per partition, over its three topics: a sparse topic (clicks) then has a clock from
+    # the first records, and Faust reading one topic ahead of another moves them hours apart,
+    # far inside the bounds.
+    clocks: dict[int, EventClock] = {}
+    # Engagements forwarded to their user's partition: each holds back the watermark of the
+    # partition it was read on until that partition confirms it (convstream/stream/routing.py).
+    in_flight = routing.InFlight(hold_s=s.lookup_wait_ceiling_s)
+
+    def clock_key(partition: int) -> str:
+        return routing.key_on_partition("clock:engagements", partition, s.partitions)
+
+    def clock_for(partition: int) -> EventClock:
+        clock = clocks.get(partition)
+        if clock is None:
+            blob = stored_clocks.get(clock_key(partition))
+            clock = clocks[partition] = EventClock.loads(blob, **bounds)
+        return clock
+
+    @rt.app.on_partitions_revoked.connect
+    async def _forget_revoked_clocks(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        """A partition that moves away takes its clock along; reload it if it comes back."""
+        for tp in revoked:
+            if rt.logical_name(tp.topic) == ENGAGEMENT_TOPICS[0]:
+                clocks.pop(tp.partition, None)
 
     def highwater(key: tuple[str, int]) -> int | None:
         topic, partition = key
@@ -67,22 +104,49 @@ def register(rt: Any, channel: Any) -> None:
         sightings: dict[tuple[str, str], list[Any]] = {}
         probes: list[dict[str, Any]] = []
         counts: dict[str, int] = defaultdict(int)
+        confirm: dict[int, list[str]] = defaultdict(list)  # partition read from: tokens
+        ticked: set[int] = set()  # partitions whose clock moved
         for event in events:
             topic = rt.logical_name(event.message.topic)
             if topic == "cs-probe":
-                probes.append(orjson.loads(event.message.value))
+                request = orjson.loads(event.message.value)
+                if request.get("t") == "r":  # engagements forwarded from here, now sighted
+                    in_flight.confirm(event.message.partition, request["k"])
+                else:
+                    probes.append(request)
                 continue
-            counts[topic] += 1
+            source = routing.origin(event)
+            if source is not None:  # forwarded here: confirm it, whatever becomes of it
+                confirm[source[0]].append(source[1])
+            else:  # counted once, where it was first read
+                counts[topic] += 1
             if topic == "privacy":
                 await apply_deletions(event, rows, seen_keys, sightings)
                 continue
+            partition, offset = event.message.partition, event.message.offset
             try:
                 rec = PARSERS[topic](event.message.value)
             except Invalid as exc:
                 await rt.dead_letter(event, exc.reason, str(exc))
-                tracker.skip(topic, event.message.partition, offset=event.message.offset)
+                tracker.skip(topic, partition, offset=offset)
                 continue
-            tracker.observe(topic, event.message.partition, rec.ts, offset=event.message.offset)
+            right = routing.target(event, rec.user_id, s.partitions)
+            if right is not None:
+                token = await routing.forward(rt, event, topic, rec.user_id, right)
+                in_flight.add(partition, token, rec.ts, now=time.monotonic())
+                tracker.skip(topic, partition, offset=offset)
+                continue
+            clock = clock_for(partition)
+            judged = {"broker_ts": routing.broker_ms(event), "fallback": None}
+            if not clock.warm():  # its first records: judged by this worker's other partitions
+                judged["fallback"] = consensus(clocks.values())
+            verdict = clock.admit(rec.ts, **judged)
+            if verdict is not None:
+                await rt.dead_letter(event, verdict, clock.explain(rec.ts, **judged))
+                tracker.skip(topic, partition, offset=offset)
+                continue
+            ticked.add(partition)
+            tracker.observe(topic, partition, rec.ts, offset=offset)
             if _deleted(users.get(rec.user_id)):
                 continue
             if topic == "identity":
@@ -124,7 +188,15 @@ def register(rt: Any, channel: Any) -> None:
             users[user_id] = add_engagements(
                 state, rows.get(user_id, []), retention_ms=s.retention_ms
             )
-        await forward_sightings(sightings)
+        for partition in ticked:
+            stored_clocks[clock_key(partition)] = clocks[partition].dumps()
+        sent = await forward_sightings(sightings)
+        if confirm:
+            # The sightings of the forwarded records first: the partitions they came from then
+            # let their watermarks past them, and a lookup released by those must find them.
+            await asyncio.gather(*sent)
+            for q, tokens in confirm.items():
+                await rt.send("cs-probe", None, {"t": "r", "k": tokens}, q)
         for request in probes:
             if request.get("t") == "k":  # an identifier linked to this user by a conversion
                 if not _deleted(users.get(request["u"])):
@@ -158,6 +230,8 @@ def register(rt: Any, channel: Any) -> None:
         except Invalid as exc:
             await rt.dead_letter(event, exc.reason, str(exc))
             return
+        if await routing.reroute(rt, event, "privacy", request.user_id):
+            return
         user_id = request.user_id
         state = users.get(user_id)
         keys = set((state or {}).get("k") or {}) | set(seen_keys.pop(user_id, {}))
@@ -171,13 +245,17 @@ def register(rt: Any, channel: Any) -> None:
         for q, part_keys in by_partition.items():
             await rt.send("cs-ident", None, {"t": "f", "u": user_id, "k": part_keys}, q)
 
-    async def forward_sightings(sightings: dict[tuple[str, str], list[Any]]) -> None:
+    async def forward_sightings(sightings: dict[tuple[str, str], list[Any]]) -> list[Any]:
+        """Send the batch's sightings and the watermarks; returns the sends' delivery futures."""
         by_partition: dict[int, list[list[Any]]] = defaultdict(list)
         for (key, user_id), seen in sightings.items():
             by_partition[partition_for(key, s.partitions)].append([key, user_id, *seen])
         marks = {}
         for p in tracker.partitions():
             mark = tracker.watermark(p)
+            held = in_flight.hold(p)
+            if mark is not None and held is not None:
+                mark = min(mark, held - s.allowed_lateness_ms)
             if mark is not None and mark > sent_marks.get(p, -1):
                 marks[str(p)] = mark
         # Whether each partition this worker owns has a backlog: lookups are neither cut short
@@ -188,11 +266,12 @@ def register(rt: Any, channel: Any) -> None:
         owned = tracker.partitions() & rt.active_partitions(ENGAGEMENT_TOPICS[0])
         behind = {str(p): tracker.behind(p) for p in sorted(owned)}
         news = behind != sent_behind
+        sent = []
         for q in range(s.partitions):
             batch = by_partition.get(q)
             if batch or marks or news:
                 msg = {"t": "s", "wm": marks, "s": batch or [], "b": behind}
-                await rt.send("cs-ident", None, msg, q)
+                sent.append(await rt.send("cs-ident", None, msg, q))
         sent_marks.update({int(p): m for p, m in marks.items()})
         sent_behind.clear()
         sent_behind.update(behind)
@@ -203,6 +282,7 @@ def register(rt: Any, channel: Any) -> None:
                 now_ms = max(now_ms or newest, newest)
         if now_ms is not None and marks:
             metrics.set_watermark_lag("engagements", (now_ms - min(marks.values())) / 1000)
+        return sent
 
     @rt.app.agent(channel, name="users")
     async def users_agent(stream: Any) -> None:

@@ -2,11 +2,10 @@
 
 A lookup for a conversion at event time T waits until every users partition has reported, on
 the lookup's own cs-ident partition, a watermark at or past T (so every sighting up to T is in
-the index), or until the bounded wait of :mod:`convstream.core.lookup_gate` expires; then it is
-answered
-from the index as of T. Lookups of an email, phone or external id also wait for the decisions
-of earlier conversions that carried it, for the links those make
-(convstream/stream/agents/conversions.py).
+the index), or that it is idle (read to its end, nothing new for a while): see
+:mod:`convstream.core.lookup_gate`. Then it is answered from the index as of T. Lookups of an
+email, phone or external id also wait for the decisions of earlier conversions that carried
+it, for the links those make (convstream/stream/agents/conversions.py).
 """
 
 from __future__ import annotations
@@ -27,13 +26,10 @@ def register(rt: Any, channel: Any) -> None:
     index = rt.tables["identifiers"]
     # One actor reads every cs-ident partition this worker owns; watermarks are kept per
     # partition, because only a partition's own messages say which sightings it already holds.
-    # The ceiling only matters without any engagement input (or for conversions stamped far
-    # ahead of it); a backlog is waited for while the watermark moves.
     gate = LookupGate(
         s.partitions,
-        lateness_ms=s.allowed_lateness_ms,
-        max_wait_s=s.max_wait_s,
-        ceiling_s=s.lookup_wait_ceiling_s,
+        idle_valid_s=s.idle_report_valid_s,
+        turn_timeout_s=s.key_turn_timeout_s,
         ordered=tuple(f"{kind}:" for kind in LINKED_KINDS),
     )
 
@@ -105,8 +101,8 @@ def register(rt: Any, channel: Any) -> None:
                 if kind == "s":
                     rows.extend(msg["s"])
                     marks = {int(p): mark for p, mark in msg["wm"].items()}
-                    behind = {int(p): flag for p, flag in msg.get("b", {}).items()}
-                    gate.observe(event.message.partition, marks, now, behind)
+                    idle = {int(p): flag for p, flag in msg.get("i", {}).items()}
+                    gate.observe(event.message.partition, marks, now, idle)
                 elif kind == "l":
                     gate.park(event.message.partition, msg, now)
                 elif kind == "d":

@@ -45,18 +45,11 @@ def register(rt: Any, channel: Any) -> None:
     s = rt.settings
     users = rt.tables["users"]
 
-    def highwater(key: tuple[str, int]) -> int | None:
-        topic, partition = key
-        try:
-            return rt.app.consumer.highwater(TP(s.topic(topic), partition))
-        except Exception:  # noqa: BLE001 - not assigned (yet) or consumer restarting
-            return None
-
     tracker = WatermarkTracker(
-        ENGAGEMENT_TOPICS, lateness_ms=s.allowed_lateness_ms, highwater=highwater
+        ENGAGEMENT_TOPICS, lateness_ms=s.allowed_lateness_ms, idle_s=s.max_wait_s
     )
     sent_marks: dict[int, int] = {}
-    sent_behind: dict[str, bool] = {}
+    sent_idle: dict[str, bool] = {}
     # Marks must never overtake the sightings they cover: the timer waits for a batch in flight.
     sending = asyncio.Lock()
 
@@ -171,31 +164,33 @@ def register(rt: Any, channel: Any) -> None:
         for q, part_keys in by_partition.items():
             await rt.send("cs-ident", None, {"t": "f", "u": user_id, "k": part_keys}, q)
 
-    async def forward_sightings(sightings: dict[tuple[str, str], list[Any]]) -> None:
+    async def forward_sightings(
+        sightings: dict[tuple[str, str], list[Any]], *, heartbeat: bool = False
+    ) -> None:
+        """Send a batch's sightings to their identifiers partitions, each message with the
+        watermarks that moved and which partitions this worker owns are idle (repeated every
+        ``heartbeat`` while they are: the identifiers agents believe it only for a few seconds,
+        so a worker that goes away stops vouching for its partitions)."""
         by_partition: dict[int, list[list[Any]]] = defaultdict(list)
         for (key, user_id), seen in sightings.items():
             by_partition[partition_for(key, s.partitions)].append([key, user_id, *seen])
+        # Not for a partition that moved to another worker: its new owner reports it.
+        owned = rt.active_partitions(ENGAGEMENT_TOPICS[0])
         marks = {}
-        for p in tracker.partitions():
+        for p in sorted(tracker.partitions() | owned):
             mark = tracker.watermark(p)
             if mark is not None and mark > sent_marks.get(p, -1):
                 marks[str(p)] = mark
-        # Whether each partition this worker owns has a backlog: lookups are neither cut short
-        # by their ceiling nor released as stalled while it has (convstream/core/lookup_gate.py).
-        # Not
-        # for a partition that moved to another worker: never fetched here again, it would
-        # look behind for good, and its new owner reports it.
-        owned = tracker.partitions() & rt.active_partitions(ENGAGEMENT_TOPICS[0])
-        behind = {str(p): tracker.behind(p) for p in sorted(owned)}
-        news = behind != sent_behind
+        idle = {str(p): tracker.idle(p) for p in sorted(owned)}
+        news = idle != sent_idle or (heartbeat and any(idle.values()))
         for q in range(s.partitions):
             batch = by_partition.get(q)
             if batch or marks or news:
-                msg = {"t": "s", "wm": marks, "s": batch or [], "b": behind}
+                msg = {"t": "s", "wm": marks, "s": batch or [], "i": idle}
                 await rt.send("cs-ident", None, msg, q)
         sent_marks.update({int(p): m for p, m in marks.items()})
-        sent_behind.clear()
-        sent_behind.update(behind)
+        sent_idle.clear()
+        sent_idle.update(idle)
         now_ms = None
         for topic in ENGAGEMENT_TOPICS:
             newest = tracker.newest(topic)
@@ -204,6 +199,18 @@ def register(rt: Any, channel: Any) -> None:
         if now_ms is not None and marks:
             metrics.set_watermark_lag("engagements", (now_ms - min(marks.values())) / 1000)
 
+    async def end_offsets() -> dict[tuple[str, int], int]:
+        """The broker's end offsets of the engagement partitions this worker owns."""
+        owned = rt.active_partitions(ENGAGEMENT_TOPICS[0])
+        tps = [TP(s.topic(topic), p) for topic in ENGAGEMENT_TOPICS for p in sorted(owned)]
+        if not tps:
+            return {}
+        try:
+            ends = await rt.app.consumer.highwaters(*tps)
+        except Exception:  # noqa: BLE001 - consumer restarting or rebalancing: ask again later
+            return {}
+        return {(rt.logical_name(tp.topic), tp.partition): end for tp, end in ends.items()}
+
     @rt.app.agent(channel, name="users")
     async def users_agent(stream: Any) -> None:
         async for events in stream.take_events(s.batch_size, s.batch_within_s):
@@ -211,13 +218,13 @@ def register(rt: Any, channel: Any) -> None:
                 await process(events)
 
     @rt.app.timer(interval=1.0)
-    async def forward_settled_marks() -> None:
-        """A topic partition counts as read to its end only after settling
-        (convstream/stream/watermarks.py):
-        once input stops, this sends the watermark that settling allows without new events.
-        """
+    async def check_end_offsets() -> None:
+        """Ask the broker how far the engagement partitions go (convstream/stream/watermarks.py):
+        the snapshot first, so that what it holds was produced before the query."""
+        snapshot = tracker.snapshot()
+        tracker.ends(await end_offsets(), snapshot)
         async with sending:
-            await forward_sightings({})
+            await forward_sightings({}, heartbeat=True)
 
 
 def _deleted(state: dict[str, Any] | None) -> bool:

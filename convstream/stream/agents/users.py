@@ -25,7 +25,7 @@ from convstream.core.engagements import (
     remember_keys,
 )
 from convstream.core.identity import engagement_identifiers, sighting_families
-from convstream.core.index import merge_families
+from convstream.core.index import COALESCE_MS, merge_families
 from convstream.core.partitioning import partition_for
 from convstream.stream import metrics
 from convstream.stream.records import (
@@ -37,6 +37,9 @@ from convstream.stream.records import (
 )
 from convstream.stream.settings import ENGAGEMENT_TOPICS
 from convstream.stream.watermarks import WatermarkTracker
+
+#: (identifier key, user id, ten-minute cell of event time): how a batch's sightings are summed.
+Sighting = tuple[str, str, int]
 
 PARSERS = {"impressions": parse_impression, "clicks": parse_click, "identity": parse_identity}
 
@@ -57,7 +60,7 @@ def register(rt: Any, channel: Any) -> None:
         rows: dict[str, list[list[Any]]] = defaultdict(list)
         seen_keys: dict[str, dict[str, int]] = defaultdict(dict)
         own: dict[str, dict[str, int]] = defaultdict(dict)
-        sightings: dict[tuple[str, str], list[Any]] = {}
+        sightings: dict[Sighting, list[Any]] = {}
         probes: list[dict[str, Any]] = []
         counts: dict[str, int] = defaultdict(int)
         for event in events:
@@ -96,9 +99,12 @@ def register(rt: Any, channel: Any) -> None:
                 if kind in OWN_KINDS:
                     firsts = own[rec.user_id]
                     firsts[kind] = min(firsts.get(kind, rec.ts), rec.ts)
-                seen = sightings.get((key, rec.user_id))
+                # By ten-minute cell of event time, as the index keeps them: a batch can span
+                # hours, and a lookup must count only the sightings before its conversion.
+                cell = (key, rec.user_id, rec.ts // COALESCE_MS)
+                seen = sightings.get(cell)
                 if seen is None:
-                    seen = sightings[(key, rec.user_id)] = [rec.ts, rec.ts, 1]
+                    seen = sightings[cell] = [rec.ts, rec.ts, 1]
                 else:
                     seen[0] = min(seen[0], rec.ts)
                     seen[1] = max(seen[1], rec.ts)
@@ -143,7 +149,7 @@ def register(rt: Any, channel: Any) -> None:
         event: Any,
         rows: dict[str, list[list[Any]]],
         seen_keys: dict[str, dict[str, int]],
-        sightings: dict[tuple[str, str], list[Any]],
+        sightings: dict[Sighting, list[Any]],
     ) -> None:
         """Forget a user everywhere: this batch, the users table, the identifier index."""
         try:
@@ -165,14 +171,14 @@ def register(rt: Any, channel: Any) -> None:
             await rt.send("cs-ident", None, {"t": "f", "u": user_id, "k": part_keys}, q)
 
     async def forward_sightings(
-        sightings: dict[tuple[str, str], list[Any]], *, heartbeat: bool = False
+        sightings: dict[Sighting, list[Any]], *, heartbeat: bool = False
     ) -> None:
         """Send a batch's sightings to their identifiers partitions, each message with the
         watermarks that moved and which partitions this worker owns are idle (repeated every
         ``heartbeat`` while they are: the identifiers agents believe it only for a few seconds,
         so a worker that goes away stops vouching for its partitions)."""
         by_partition: dict[int, list[list[Any]]] = defaultdict(list)
-        for (key, user_id), seen in sightings.items():
+        for (key, user_id, _), seen in sightings.items():
             by_partition[partition_for(key, s.partitions)].append([key, user_id, *seen])
         # Not for a partition that moved to another worker: its new owner reports it.
         owned = rt.active_partitions(ENGAGEMENT_TOPICS[0])

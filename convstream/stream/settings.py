@@ -75,6 +75,7 @@ class Settings:
     # round again: the worker that held its parked lookups may have died with them.
     redrive_after_s: float = 120.0
     # Matching and state bounds (event time).
+    # Identifier index rows are kept at least lookback_ms + max_conversion_age_ms.
     identifier_ttl_ms: int = 30 * DAY_MS
     lookback_ms: int = 30 * DAY_MS
     top_k: int = 8

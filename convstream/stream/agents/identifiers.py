@@ -56,6 +56,11 @@ def register(rt: Any, channel: Any) -> None:
         metrics.count_turns_expired(gate.turns_expired - before)
         metrics.set_lookups_parked(*gate.waiting())
 
+    # Expiry keeps what any admissible conversion's lookback can still see: one up to
+    # max_conversion_age_ms behind the clock is answered as of its own time, and its answer
+    # must not depend on how far the clock ran before its lookup was read.
+    ttl_ms = max(s.identifier_ttl_ms, s.lookback_ms + s.max_conversion_age_ms)
+
     def apply_sightings(rows: list[list[Any]], clock: int | None) -> None:
         touched: dict[str, Any] = {}
         # A row is [key, user_id, first, last, count], plus the user agent families for ip keys.
@@ -72,7 +77,7 @@ def register(rt: Any, channel: Any) -> None:
             )
         for key, entry in touched.items():
             if clock is not None:
-                entry = expire(entry, clock, s.identifier_ttl_ms)
+                entry = expire(entry, clock, ttl_ms)
             if entry is None:
                 index.pop(key, None)
             else:

@@ -97,6 +97,12 @@ class WatermarkTracker:
         if offset + 1 > state.next_offset:
             state.next_offset = offset + 1
 
+    def committed(self, topic: str, partition: int, offset: int) -> None:
+        """Records before ``offset`` were read, and their sightings sent, by whoever committed
+        it: a worker that takes over a partition with nothing new on it is read to its end."""
+        state = self._input(topic, partition)
+        state.next_offset = max(state.next_offset, offset)
+
     def snapshot(self) -> dict[int, int]:
         """Newest event time read on each partition (any topic): take it *before* querying the
         end offsets given to :meth:`ends`."""

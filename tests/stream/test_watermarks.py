@@ -101,3 +101,19 @@ def test_a_dead_lettered_last_record_does_not_keep_its_partition_unread():
     assert wm.watermark(0) == T - 5 * MIN
     now[0] = 1.0
     assert wm.idle(0)
+
+
+def test_a_partition_taken_over_with_nothing_new_is_read_to_its_committed_offset():
+    """A restarted worker reads nothing on a partition its predecessor had read to the end:
+    the committed offset says so, or the partition would never be idle."""
+    now = [0.0]
+    wm = _tracker(now, idle_s=1.0)
+    ends = {("impressions", 0): 500, ("identity", 0): 40}
+    wm.ends(ends, wm.snapshot())
+    now[0] = 2.0
+    assert not wm.idle(0)
+    wm.committed("impressions", 0, 500)
+    wm.committed("identity", 0, 40)
+    assert wm.idle(0)
+    wm.committed("identity", 0, 10)  # an older commit does not move it back
+    assert wm.idle(0)

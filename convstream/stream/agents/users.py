@@ -215,6 +215,15 @@ def register(rt: Any, channel: Any) -> None:
             ends = await rt.app.consumer.highwaters(*tps)
         except Exception:  # noqa: BLE001 - consumer restarting or rebalancing: ask again later
             return {}
+        # Where this worker started reading: the group's committed offsets, which Faust commits
+        # only after flushing what the records before them produced (their sightings). Faust
+        # keeps them without a public accessor; without them, a worker that takes over a
+        # partition with nothing new on it would never see it read to its end.
+        committed = getattr(rt.app.consumer, "_committed_offset", None) or {}
+        for tp in ends:
+            offset = committed.get(tp)
+            if offset:
+                tracker.committed(rt.logical_name(tp.topic), tp.partition, offset)
         return {(rt.logical_name(tp.topic), tp.partition): end for tp, end in ends.items()}
 
     @rt.app.agent(channel, name="users")

@@ -2,13 +2,21 @@
 
 An entry is a plain dict so that a Faust table and the offline engine store the same thing::
 
-    {"u": {user_id: [first_ts, last_ts, count, recent(, families)]}, "d": evicted_distinct_users}
+    {"u": {user_id: [first_ts, last_ts, count, cells(, families)]}, "d": evicted_distinct_users}
 
-``recent`` keeps up to ``HISTORY`` sighting times (sightings within ``COALESCE_MS`` of the newest
-kept one merge into it), so a lookup for a conversion at time T sees when the user was last seen
-*before* T even when the entry already holds later sightings. The entry is bounded: past
-``max_users`` the least recently seen user is evicted and counted in ``d``, so a carrier NAT
-address keeps a true high degree without unbounded state.
+``cells`` holds the sightings by ten-minute cells of event time (``COALESCE_MS``, on a fixed
+grid), each ``[earliest, latest, count]``, at most ``HISTORY`` of them: past that, the two
+oldest merge. A lookup for a conversion at time T reads the row *as of T*: when the user was
+last seen at or before T, and how often by then, so its answer does not depend on how many
+sightings after T were applied before it (how far the engagement topics happened to be read):
+a cell wholly before T's own cell counts as it is, the cell that holds T counts as one
+sighting at its earliest. Only a row with more than ``HISTORY`` cells after T (a user seen on
+the identifier in more ten-minute cells since than that) answers from merged cells.
+
+The entry is bounded: past ``max_users`` the least recently seen user is evicted and counted in
+``d``, so a carrier NAT address keeps a true high degree without unbounded state. Which user
+that is depends on the sightings applied so far, so on an address with more users than that an
+answer can still depend on how far the engagements were read (issue 19).
 
 Rows of ``ip`` entries also keep ``families``: the user agent families (``browser/os``, without
 versions) the user was seen with on the address, each with the time it was first seen there. A
@@ -19,10 +27,10 @@ the lookup counts how many users of the address were seen with each family.
 >>> entry = add_sighting(entry, "u2", 2_000, max_users=2)
 >>> entry = add_sighting(entry, "u1", 3_000, max_users=2)
 >>> entry["u"]["u1"]
-[1000, 3000, 2, [3000]]
+[1000, 3000, 2, [[1000, 3000, 2]]]
 >>> answer = lookup(entry, "ip:1.2.3.4", conversion_ts=2_500, lookback_ms=10_000, top_k=5)
->>> answer["degree"], [row[0] for row in answer["users"]]
-(2, ['u2', 'u1'])
+>>> answer["degree"], answer["users"]
+(2, [['u2', 2000, 2000, 1], ['u1', 1000, 1000, 1]])
 """
 
 from __future__ import annotations
@@ -59,7 +67,8 @@ def add_sighting(
     row = users.get(user_id)
     start = ts if first_ts is None else first_ts
     if row is None:
-        row = users[user_id] = [start, ts, count, [ts]]
+        row = users[user_id] = [start, ts, 0, []]
+        _remember(row, start, ts, count)
         if families:
             _add_families(row, families)
         if len(users) > max_users:
@@ -69,8 +78,7 @@ def add_sighting(
         return entry
     row[0] = min(row[0], start)
     row[1] = max(row[1], ts)
-    row[2] += count
-    _remember(row[3], ts)
+    _remember(row, start, ts, count)
     if families:
         _add_families(row, families)
     return entry
@@ -99,36 +107,76 @@ def merge_families(kept: dict[str, int], families: dict[str, int]) -> None:
             kept[family] = ts
 
 
-def _remember(recent: list[int], ts: int) -> None:
-    """Insert ``ts`` into the sorted, bounded sighting history."""
-    for i, kept in enumerate(recent):
-        if abs(kept - ts) <= COALESCE_MS:
-            recent[i] = max(kept, ts)
+def _cell(ts: int) -> int:
+    return ts // COALESCE_MS
+
+
+def _remember(row: list[Any], first: int, last: int, count: int) -> None:
+    """Add ``count`` sightings from ``first`` to ``last`` to the row's count and cells: one cell
+    when both fall in it (the users agent batches sightings by cell), else one sighting at
+    ``first`` and the rest at ``last``."""
+    row[2] += count
+    cells = _cells(row)
+    if _cell(first) == _cell(last) or count < 2:
+        _add_cell(cells, first, last, count)
+    else:
+        _add_cell(cells, first, first, 1)
+        _add_cell(cells, last, last, count - 1)
+
+
+def _cells(row: list[Any]) -> list[list[int]]:
+    """The row's cells. A row written before cells existed kept bare sighting times: each is a
+    cell of one, and the rest of its count goes to its first sighting."""
+    cells = row[3]
+    if cells and not isinstance(cells[0], list):
+        rest = max(row[2] - len(cells), 0)
+        cells = row[3] = sorted([[row[0], row[0], rest]] * bool(rest) + [[t, t, 1] for t in cells])
+    return cells
+
+
+def _add_cell(cells: list[list[int]], first: int, last: int, count: int) -> None:
+    cell = _cell(last)
+    for kept in cells:
+        if _cell(kept[0]) <= cell <= _cell(kept[1]):
+            kept[0], kept[1], kept[2] = min(kept[0], first), max(kept[1], last), kept[2] + count
             return
-    recent.append(ts)
-    recent.sort()
-    if len(recent) > HISTORY:
-        del recent[0]
+    cells.append([first, last, count])
+    cells.sort()
+    if len(cells) > HISTORY:
+        (lo, hi, n), (lo2, hi2, n2) = cells[0], cells[1]
+        cells[:2] = [[min(lo, lo2), max(hi, hi2), n + n2]]
+
+
+def as_of(row: list[Any], ts: int) -> tuple[int, int] | None:
+    """(last seen at or before ``ts``, sightings by then) from the row's cells; None when the
+    user was not seen on the identifier by ``ts``. A cell whose span reaches ``ts``'s own
+    ten-minute cell counts as one sighting at its earliest: the same whatever sightings after
+    ``ts`` it also holds.
+
+    >>> cells = [[100, 200, 2], [5_000_000, 5_000_000, 1], [8_500_000, 9_000_000, 3]]
+    >>> row = [100, 9_000_000, 6, cells]
+    >>> as_of(row, 6_000_000), as_of(row, 8_600_000), as_of(row, 150), as_of(row, 99)
+    ((5000000, 3), (8500000, 4), (100, 1), None)
+    """
+    seen, count, cell = None, 0, _cell(ts)
+    for lo, hi, n in _cells(row):
+        if _cell(hi) < cell:
+            seen, count = hi if seen is None else max(seen, hi), count + n
+        elif lo <= ts:
+            seen, count = lo if seen is None else max(seen, lo), count + 1
+    return None if seen is None else (seen, count)
 
 
 def last_seen_before(row: list[Any], ts: int) -> int | None:
-    """When the user was last seen at or before ``ts``, from the row's history.
+    """When the user was last seen at or before ``ts``, from the row's cells.
 
-    >>> last_seen_before([100, 9_000_000, 3, [100, 5_000_000, 9_000_000]], 6_000_000)
+    >>> last_seen_before([100, 9_000_000, 3, [[100, 100, 1], [5_000_000, 5_000_000, 1]]], 6_000_000)
     5000000
-    >>> last_seen_before([100, 9_000_000, 3, [9_000_000]], 6_000_000)
-    100
-    >>> last_seen_before([7_000_000, 9_000_000, 3, [9_000_000]], 6_000_000) is None
+    >>> last_seen_before([7_000_000, 9_000_000, 3, [[7_000_000, 9_000_000, 3]]], 6_000_000) is None
     True
     """
-    first, recent = row[0], row[3]
-    if first > ts:
-        return None
-    best = first
-    for kept in recent:
-        if kept <= ts and kept > best:
-            best = kept
-    return best
+    seen = as_of(row, ts)
+    return None if seen is None else seen[0]
 
 
 def expire(entry: IdentEntry, clock_ts: int, ttl_ms: int) -> IdentEntry | None:
@@ -161,7 +209,7 @@ def lookup(
     ``degree`` counts distinct users active on the identifier within the lookback window before
     the conversion (plus evicted ones), the term-frequency signal that tells a household IP from
     a carrier NAT. ``users`` holds the ``top_k`` most recent, as
-    ``[user_id, first_ts, last_ts_before_conversion, count]``.
+    ``[user_id, first_ts, last_ts_before_conversion, count_by_conversion]``.
 
     When the entry keeps user agent families, the answer also has ``families``: for each
     returned user, the families it was seen with on the identifier by the conversion time; and
@@ -182,10 +230,10 @@ def lookup(
     if entry is not None:
         horizon = conversion_ts - lookback_ms
         for user_id, row in entry["u"].items():
-            seen = last_seen_before(row, conversion_ts)
-            if seen is None:
+            known = as_of(row, conversion_ts)
+            if known is None:
                 continue
-            first, count = row[0], row[2]
+            (seen, count), first = known, row[0]
             if seen >= horizon:
                 degree += 1
                 rows.append([user_id, first, seen, count])

@@ -1,59 +1,59 @@
-"""When a parked lookup may be answered: per identifiers partition, by watermark or bounded wait.
+"""When a parked lookup may be answered: per identifiers partition, by watermark or idle input.
 
 A lookup for a conversion at event time T lands on the identifiers partition of its key, where
-the users agents also send their sightings, each message carrying their partitions' watermarks.
-Only that partition's messages say which sightings it holds, so watermarks are kept per
-identifiers partition: a watermark read on another partition may run ahead of this one's
-sightings. A lookup is released
+the users agents also send their sightings, each message carrying their partitions' watermarks
+(:mod:`convstream.stream.watermarks`: every engagement at or before the watermark is read, and
+its sighting sent before the mark). Only that partition's messages say which sightings it
+holds, so marks are kept per identifiers partition: a mark read on another partition may run
+ahead of this one's sightings. A lookup is released only
 
-- when every users partition's watermark, as read on the lookup's partition, is at or past T;
-- or ``max_wait_s`` (wall time) after the engagements were read up to T on every users
-  partition (watermark + allowed lateness >= T): the wait covers late records, not a backlog;
-- or ``max_wait_s`` after it arrived when the partition's watermark has not moved for
-  ``max_wait_s`` since the users agents' first message: the engagement input is idle or
-  stalled (end of a replay, a users partition nobody reads). Before any message the clock does
-  not run: a worker's conversions agent may start reading seconds before its users agent;
-- or ``ceiling_s`` after it arrived: a conversion stamped far ahead of engagements that are
-  read to their end, or no engagement input at all.
+- when every users partition's watermark, as read on the lookup's partition, is at or past T:
+  no users partition has unread engagements at or before T + the allowed lateness, and the
+  answer holds every sighting at or before T, however long reading them took;
+- or when the users partitions whose watermark is short of T are *idle*: their owner reported
+  them read to the broker's end offset with nothing new for the configured period
+  (``max_wait_s``), and that report is recent (``idle_valid_s``). The only wall-clock release:
+  the end of a replay, traffic that stopped, a users partition without any engagement.
 
-While a users partition reports engagements left to read (:meth:`LookupGate.observe`,
-``behind``), the input is a backlog, not idle: the last two rules are replaced by one, the
-watermark not having moved for ``ceiling_s`` (a backlog that stopped progressing). Measured
-before: at a replay's start one users partition can take seconds to report its first
-watermark while the others work through their backlog; the partition's watermark stayed
-unknown, the stall rule answered lookups from a nearly empty index after ``max_wait_s`` (66
-deterministic matches lost on one replay); and a replay slower than the ceiling (a loaded
-machine) had its last conversions answered before the sightings before them were read.
+Nothing else answers a lookup early: not a bounded wait after the lateness window, not a
+watermark that has not moved for a while, not a ceiling. Each of those measured load-dependent
+labels: on a machine kept busy by other processes, reading the engagement topics takes longer,
+and lookups went out before the sightings before them were read (6.9 % of conversion keys got
+another user, issue 19). A users partition that nobody reads (its worker gone, a rebalance
+under way) sends no reports, so its lookups wait for its next owner.
 
 Lookups of a key that decisions may link (``ordered``: email, phone, external id) also go out
 in event-time order, one decision at a time. A decision that ties the conversion's email to a
 user sends that link to the email's key (``t:"x"``), and then tells the key it is decided
 (:meth:`LookupGate.decided`); a later conversion's lookup of the same key waits for that, so it
 finds the link. Only conversions that share a key wait for each other; the oldest lookup of a
-key never waits, so this cannot deadlock. A lookup the ceiling answers before its turn still
-holds the later ones for its decision. A replay read at full speed otherwise answered days
-of conversions in one burst, each blind to the links of the ones before. A decision that never
-comes (its round cut by a rebalance and run again, its worker gone) stops holding the key back
-after ``ceiling_s``, or when the same conversion looks the key up again. A hot key (``hot_key``
-lookups waiting their turn at once: a placeholder email many orders share) lets its oldest go
-without waiting, so live it adds at most that many decisions of latency; a link to a key that
-many conversions share is contested anyway.
+key never waits, so this cannot deadlock. A decision that never comes (its round cut by a
+rebalance, its worker gone) is normally ended by the conversion's next round, which looks the
+key up again (the conversions agent redrives such rounds); only past ``turn_timeout_s`` of wall
+time does it stop holding the key back without one, long after any decision of a healthy
+worker, loaded or not. A hot key (``hot_key`` lookups waiting their turn at once: a
+placeholder email many orders share) lets its oldest go without waiting, so live it adds at
+most that many decisions of latency; a link to a key that many conversions share is contested
+anyway.
 
-During a backlog (a replay, a restart) the watermark keeps moving and lookups wait for it, so
-answers hold every sighting at or before T whatever the read speed. Before, the wait ran from
-the lookup's arrival: a replay read conversions far ahead of impressions, and lookups answered
-after ``max_wait_s`` missed sightings that were simply not read yet.
-
->>> gate = LookupGate(sources=2, lateness_ms=100, max_wait_s=10.0)
+>>> gate = LookupGate(sources=2, idle_valid_s=5.0)
 >>> gate.park(0, {"ts": 1_000}, now=0.0)
->>> gate.observe(0, {0: 2_000, 1: 500}, now=1.0)  # users partition 1 read up to 600 only
->>> gate.due(now=5.0)
+>>> gate.observe(0, {0: 2_000, 1: 500}, now=1.0)
+>>> gate.due(now=600.0)  # users partition 1 is not read past T yet: wait, however long
 []
->>> gate.observe(0, {1: 950}, now=6.0)  # read up to 1_050 >= T: the wait covers lateness
->>> gate.due(now=15.0), gate.due(now=16.0)
-([], [{'ts': 1000}])
+>>> gate.observe(0, {1: 1_000}, now=601.0)
+>>> gate.due(now=601.0)
+[{'ts': 1000}]
 
->>> gate = LookupGate(sources=1, lateness_ms=0, max_wait_s=10.0, ordered=("em:",))
+>>> gate.park(0, {"ts": 9_000}, now=602.0)  # past every watermark: the end of the input
+>>> gate.observe(0, {}, now=603.0, idle={0: True})
+>>> gate.due(now=603.0)  # partition 1 has not said it is idle
+[]
+>>> gate.observe(0, {}, now=604.0, idle={1: True})
+>>> gate.due(now=604.0)
+[{'ts': 9000}]
+
+>>> gate = LookupGate(sources=1, ordered=("em:",))
 >>> first, second = {"ts": 1_000, "k": "em:e1", "ck": "o1"}, {"ts": 5_000, "k": "em:e1", "ck": "o2"}
 >>> gate.park(0, second, now=0.0); gate.park(0, first, now=0.0)
 >>> gate.observe(0, {0: 9_000}, now=1.0)
@@ -73,19 +73,21 @@ from typing import Any
 
 Request = dict[str, Any]
 
+#: How long a users partition's report that it is idle holds (wall time, seconds): its owner
+#: repeats it every second while it stays so.
+DEFAULT_IDLE_VALID_S = 5.0
+#: How long an answered lookup of an ordered key holds the key's later lookups without its
+#: decision (wall time, seconds): well past a redrive (``redrive_after_s``).
+DEFAULT_TURN_TIMEOUT_S = 600.0
+
 
 class _Partition:
-    """The marks and parked lookups of one identifiers partition."""
+    """The marks, idle reports and parked lookups of one identifiers partition."""
 
     def __init__(self) -> None:
         self.marks: dict[int, int] = {}
-        self.mark: int | None = None
-        self.moved_at: float | None = None  # None: no message from the users agents yet
-        self.by_ts: list[tuple[int, int]] = []  # waiting for the watermark
-        self.uncovered: list[tuple[int, int]] = []  # engagements not yet read up to ts
-        self.covered: deque[tuple[float, int]] = deque()  # read up to ts: (since, id)
-        self.arrivals: deque[tuple[float, int]] = deque()
-        self.behind: dict[int, bool] = {}  # users partition -> has unread engagements
+        self.idle_at: dict[int, float] = {}  # users partition -> when it last reported idle
+        self.by_ts: list[tuple[int, int]] = []  # parked: (ts, id)
 
 
 class _Key:
@@ -101,25 +103,23 @@ class _Key:
 class LookupGate:
     """Parked lookups of the identifiers partitions one worker owns; see the module docstring.
 
-    ``sources`` is the number of users partitions whose watermarks must all be known.
+    ``sources`` is the number of users partitions whose watermarks (or idleness) must be known.
     """
 
     def __init__(
         self,
         sources: int,
         *,
-        lateness_ms: int,
-        max_wait_s: float,
-        ceiling_s: float = 600.0,
+        idle_valid_s: float = DEFAULT_IDLE_VALID_S,
+        turn_timeout_s: float = DEFAULT_TURN_TIMEOUT_S,
         ordered: tuple[str, ...] = (),
         hot_key: int = 8,
     ) -> None:
         self.sources = sources
         self.ordered = ordered
         self.hot_key = hot_key
-        self.lateness_ms = lateness_ms
-        self.max_wait_s = max_wait_s
-        self.ceiling_s = max(ceiling_s, max_wait_s)
+        self.idle_valid_s = idle_valid_s
+        self.turn_timeout_s = turn_timeout_s
         self._parts: dict[int, _Partition] = {}
         self._parked: dict[int, Request] = {}
         self._ids = itertools.count()
@@ -127,8 +127,10 @@ class LookupGate:
         self._ready: set[int] = set()  # ordered lookups the rules released, waiting their turn
         self._dirty: set[str] = set()  # keys whose turn may have come
         self._answered: deque[tuple[float, str, str]] = deque()  # (at, key, conversion key)
-        #: Answered lookups whose decision never came within the ceiling (so far).
+        #: Answered lookups whose decision never came within ``turn_timeout_s`` (so far).
         self.turns_expired = 0
+        #: Lookups an ordered key let go before the decisions before them (a hot key).
+        self.hot_key_skips = 0
 
     def _part(self, partition: int) -> _Partition:
         part = self._parts.get(partition)
@@ -138,32 +140,45 @@ class LookupGate:
 
     def watermark(self, partition: int) -> int | None:
         """Minimum watermark over all users partitions as read on ``partition`` (None: some
-        users partition has not reported yet)."""
+        users partition has not reported one yet). Idleness does not move it: it is the
+        event-time clock of the sightings this partition holds."""
         part = self._parts.get(partition)
-        return None if part is None else part.mark
+        if part is None or len(part.marks) < self.sources:
+            return None
+        return min(part.marks.values())
 
     def observe(
         self,
         partition: int,
         marks: dict[int, int],
         now: float,
-        behind: dict[int, bool] | None = None,
+        idle: dict[int, bool] | None = None,
     ) -> None:
         """Watermarks of users partitions carried by a message read on ``partition``, and
-        whether they have engagements left to read (the latest report of each counts)."""
+        which of them are idle (the latest report of each counts)."""
         part = self._part(partition)
-        if behind:
-            part.behind.update(behind)
-        if part.moved_at is None:
-            part.moved_at = now
         for source, mark in marks.items():
             if mark > part.marks.get(source, mark - 1):
                 part.marks[source] = mark
-        if len(part.marks) >= self.sources:
-            mark = min(part.marks.values())
-            if part.mark is None or mark > part.mark:
-                part.mark = mark
-                part.moved_at = now
+        for source, flag in (idle or {}).items():
+            if flag:
+                part.idle_at[source] = now
+            else:
+                part.idle_at.pop(source, None)
+
+    def _released_up_to(self, part: _Partition, now: float) -> float | None:
+        """Event time up to which this partition's lookups may go: the least watermark of the
+        users partitions that are not idle (infinite when all are)."""
+        horizon = float("inf")
+        for source in range(self.sources):
+            at = part.idle_at.get(source)
+            if at is not None and now - at <= self.idle_valid_s:
+                continue
+            mark = part.marks.get(source)
+            if mark is None:
+                return None
+            horizon = min(horizon, mark)
+        return horizon
 
     def decided(self, key: str, conversion: str) -> None:
         """``conversion`` is decided, and its links to ``key`` (if any) were sent before this."""
@@ -177,8 +192,6 @@ class LookupGate:
         n = next(self._ids)
         self._parked[n] = request
         heapq.heappush(part.by_ts, (request["ts"], n))
-        heapq.heappush(part.uncovered, (request["ts"], n))
-        part.arrivals.append((now, n))
         key = request.get("k")
         if self._is_ordered(key):
             entry = self._keys.setdefault(key, _Key())
@@ -190,33 +203,14 @@ class LookupGate:
     def due(self, now: float) -> list[Request]:
         """Remove and return every lookup that may be answered now (see the module docstring)."""
         ready: list[Request] = []
-        cutoff = now - self.max_wait_s
         for part in self._parts.values():
-            # Released by the rules: straight out, or (an ordered key) in its turn.
-            passed: list[int] = []
-            mark = part.mark
-            if mark is not None:
-                while part.by_ts and part.by_ts[0][0] <= mark:
-                    passed.append(heapq.heappop(part.by_ts)[1])
-                while part.uncovered and part.uncovered[0][0] <= mark + self.lateness_ms:
-                    part.covered.append((now, heapq.heappop(part.uncovered)[1]))
-            while part.covered and part.covered[0][0] <= cutoff:
-                passed.append(part.covered.popleft()[1])
-            backlog = any(part.behind.values())
-            stall = now - (self.ceiling_s if backlog else self.max_wait_s)
-            if part.moved_at is not None and part.moved_at <= stall:  # stalled
-                while part.arrivals and part.arrivals[0][0] <= stall:
-                    passed.append(part.arrivals.popleft()[1])
-            for n in passed:
-                self._pass(n, ready, now)
-            if not backlog:
-                while part.arrivals and part.arrivals[0][0] <= now - self.ceiling_s:
-                    self._take(part.arrivals.popleft()[1], ready, now)
-            # Entries already answered by another rule are dropped lazily; trim the queues.
-            while part.arrivals and part.arrivals[0][1] not in self._parked:
-                part.arrivals.popleft()
+            horizon = self._released_up_to(part, now)
+            if horizon is None:
+                continue
+            while part.by_ts and part.by_ts[0][0] <= horizon:
+                self._pass(heapq.heappop(part.by_ts)[1], ready, now)
         # A decision that never came (see the module docstring) stops holding its key back.
-        while self._answered and self._answered[0][0] <= now - self.ceiling_s:
+        while self._answered and self._answered[0][0] <= now - self.turn_timeout_s:
             at, key, conversion = self._answered.popleft()
             entry = self._keys.get(key)
             if entry is not None and entry.open.get(conversion, (0, None))[1] == at:
@@ -251,23 +245,23 @@ class LookupGate:
         entry = self._keys[key]
         while entry.queue:
             ts, conversion, n = entry.queue[0]
-            if n not in self._parked:  # answered by the ceiling meanwhile
+            if n not in self._parked:  # superseded meanwhile
                 heapq.heappop(entry.queue)
                 continue
             if n not in self._ready:
                 break
-            if entry.ready < self.hot_key and any(
-                (t, c) < (ts, conversion) for c, (t, _) in entry.open.items()
-            ):
-                break
+            if any((t, c) < (ts, conversion) for c, (t, _) in entry.open.items()):
+                if entry.ready < self.hot_key:
+                    break
+                self.hot_key_skips += 1
             heapq.heappop(entry.queue)
             self._take(n, ready, now)
         if not entry.queue and not entry.open:
             del self._keys[key]
 
     def _take(self, n: int, ready: list[Request], now: float) -> None:
-        """Answer lookup ``n``. An ordered one opens its conversion's turn on the key, whichever
-        rule answered it (the ceiling too): later lookups of the key wait for its decision."""
+        """Answer lookup ``n``. An ordered one opens its conversion's turn on the key: later
+        lookups of the key wait for its decision."""
         request = self._parked.pop(n, None)
         if request is None:
             return
@@ -285,5 +279,5 @@ class LookupGate:
         return len(self._parked)
 
     def waiting(self) -> tuple[int, int]:
-        """Parked lookups waiting for the watermark (or a bounded wait), and for their turn."""
+        """Parked lookups waiting for the watermark (or idle input), and for their turn."""
         return len(self._parked) - len(self._ready), len(self._ready)

@@ -63,20 +63,29 @@ class Settings:
     # much of it even when data arrives, which every internal hop (lookup, answer, probe,
     # answer) pays.
     fetch_max_wait_ms: int = 50
-    # Completeness: a conversion at T is resolved once every engagement partition has been read
-    # past T + allowed lateness, or after the bounded wait, whichever comes first.
+    # Completeness: a conversion at T is looked up once every engagement partition has been read
+    # past T + allowed_lateness, however long that takes (convstream/core/lookup_gate.py).
     allowed_lateness_ms: int = 300_000
+    # The one wall-clock release: engagement partitions read to the broker's end offset with
+    # nothing new for max_wait_s are idle (the end of a replay, traffic that stopped), and
+    # lookups short of their watermark may go. A report of idleness holds idle_report_valid_s.
     max_wait_s: float = 10.0
+    idle_report_valid_s: float = 5.0
+    # How long an answered lookup of an email, phone or external id holds the key's later
+    # lookups when its decision never comes (normally a redrive ends it sooner).
+    key_turn_timeout_s: float = 600.0
+    # A forwarded engagement holds back its source partition's watermark until its own
+    # partition confirms it, or for this long (the worker it went to may be gone).
+    reroute_hold_s: float = 60.0
     # A new conversion waits until its partition's clock is allowed_lateness_ms past it (the
     # copies read before then are decided together), or until the partition's input has been
     # read to its end and idle for this long.
     hold_idle_s: float = 5.0
-    # The longest a lookup is parked, whatever the watermark does (at least max_wait_s).
-    lookup_ceiling_s: float = 60.0
     # A conversion still waiting for answers this long after a rebalance or restart started its
     # round again: the worker that held its parked lookups may have died with them.
     redrive_after_s: float = 120.0
     # Matching and state bounds (event time).
+    # Identifier index rows are kept at least lookback_ms + max_conversion_age_ms.
     identifier_ttl_ms: int = 30 * DAY_MS
     lookback_ms: int = 30 * DAY_MS
     top_k: int = 8
@@ -130,10 +139,6 @@ class Settings:
             "policy": self.lifecycle_policy(),
             "learning_delay_ms": self.learning_delay_ms,
         }
-
-    @property
-    def lookup_wait_ceiling_s(self) -> float:
-        return max(self.lookup_ceiling_s, self.max_wait_s)
 
     def __post_init__(self) -> None:
         if self.sasl_mechanism not in SASL_MECHANISMS:

@@ -1,20 +1,22 @@
-"""Per-partition event-time watermarks over several input topics.
+"""Per-partition event-time watermarks over several input topics, and whether input is idle.
 
-The watermark of partition p is the smallest, over the topics that still have unread records
-on p, of the newest event time read on that topic's partition p, minus the allowed lateness.
-A topic partition read up to its high watermark holds nothing older back, so it does not hold
-the watermark back either; one the consumer has not fetched yet (high watermark unknown) does.
-Whether a topic partition is caught up comes from the consumer (offset read vs. high
-watermark of the last fetch), never from how long it has been quiet: a busy topic can starve
-a sparse one of fetches for seconds, and wall-clock idleness would then release conversions
-before the sparse topic's older records were read.
+Every engagement at or before the watermark of partition p has been read (as long as no
+record arrives more than the allowed lateness after records newer than it). Per topic t, the
+bound is the newest event time read on t's partition p minus the lateness: t's later records
+come after those in the partition. The watermark is the least bound over the topics, so a
+topic that is read slowly, or not fetched yet, holds it back however long that takes.
 
-A topic partition must also have *stayed* caught up for ``settle_s`` (checked at every
-``watermark`` call) before it stops holding back. While records are still being appended (a
-replay produced as the worker reads it), the consumer can read a topic partition to the end of
-its last fetch an instant before more records land, while another topic, fetched later, is
-read further ahead in event time; without the settling time the watermark would jump past the
-records about to be appended, and lookups would miss their sightings.
+A sparse topic would hold it back too, until its next record, so the broker is asked for the
+end offsets (:meth:`WatermarkTracker.ends`, a fresh ``ListOffsets``, not the end of the last
+fetch, which a busy topic can keep stale for seconds). A topic partition read to its end offset
+holds no record produced before the query; its later records were produced after every record
+read on p before the query (:meth:`WatermarkTracker.snapshot`), so they are no older than the
+newest of those minus the lateness: that raises its bound. Wall time plays no part in this:
+the same records read give the same watermark, however loaded the machine.
+
+A partition is *idle* when every topic is read to its end offset and the end offsets have not
+moved for ``idle_s``: only then may lookups short of the watermark be answered
+(convstream/core/lookup_gate.py).
 
 One record cannot move a watermark far: a topic partition's newest event time is its newest
 record's, unless that one is more than ``jump_ms`` ahead of the one before it; then the one
@@ -22,33 +24,54 @@ before, until another record comes near it (an outlier that passed validation, s
 :mod:`convstream.core.clock`, holds the watermark no further than ``jump_ms``).
 
 >>> now = [0.0]
->>> highwater = {("clicks", 0): 10, ("views", 0): 50}
->>> wm = WatermarkTracker(("clicks", "views"), lateness_ms=10, highwater=highwater.get,
-...                       settle_s=1.0, clock=lambda: now[0])
+>>> wm = WatermarkTracker(("clicks", "views"), lateness_ms=10, idle_s=5.0, clock=lambda: now[0])
 >>> wm.observe("clicks", 0, 1_000, offset=9); wm.observe("views", 0, 400, offset=20)
->>> wm.watermark(0)  # views still has records 21..49 to read
+>>> wm.watermark(0)  # views read up to 400 only
+390
+>>> snap = wm.snapshot()
+>>> wm.ends({("clicks", 0): 10, ("views", 0): 50}, snap)
+>>> wm.watermark(0)  # clicks is read to its end: its next records come after clicks' 1_000
 390
 >>> wm.observe("views", 0, 1_500, offset=49)
->>> wm.watermark(0)  # everything read, but only just: views may still be growing
-990
->>> now[0] = 1.0
->>> wm.watermark(0)  # everything read, and nothing new for settle_s: nothing older pending
-1490
->>> wm.watermark(1) is None  # nothing known about partition 1
-True
+>>> wm.watermark(0), wm.idle(0)  # views read on: clicks holds it back at 1_000 - 10
+(990, False)
+>>> now[0] = 5.0
+>>> wm.ends({("clicks", 0): 10, ("views", 0): 50}, wm.snapshot())
+>>> wm.watermark(0), wm.idle(0)  # both read to their end, nothing new for idle_s
+(1490, True)
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-#: How long a topic partition must stay read to its end before it stops holding back.
-DEFAULT_SETTLE_S = 1.0
-#: How far one record may move a topic partition's newest event time ahead of the one before.
-DEFAULT_JUMP_MS = 3_600_000
+from convstream.core.units import DAY_MS
 
-HighwaterFn = Callable[[tuple[str, int]], int | None]
+TopicPartition = tuple[str, int]
+#: How far one record may move a topic partition's newest event time ahead of the one before:
+#: a day, because sparse topics (identity) go hours between records, and records further ahead
+#: of their partition's clock than the engagement future rule are dead-lettered before this.
+DEFAULT_JUMP_MS = DAY_MS
+
+
+class _Input:
+    """What is known of one topic partition."""
+
+    __slots__ = ("max_ts", "top", "next_offset", "floor", "end", "end_since")
+
+    def __init__(self) -> None:
+        self.max_ts: int | None = None  # the newest event time to go by
+        self.top: tuple[int | None, int | None] = (None, None)  # the newest read, the one before
+        self.next_offset = 0
+        self.floor: int | None = None  # later records are no older than this (minus lateness)
+        self.end: int | None = None  # end offset at the last query
+        self.end_since = 0.0  # when the end offset took that value (wall time)
+
+    def bound(self) -> int | None:
+        if self.max_ts is None:
+            return self.floor
+        return self.max_ts if self.floor is None else max(self.max_ts, self.floor)
 
 
 class WatermarkTracker:
@@ -57,92 +80,99 @@ class WatermarkTracker:
         topics: tuple[str, ...],
         *,
         lateness_ms: int,
-        highwater: HighwaterFn,
-        settle_s: float = DEFAULT_SETTLE_S,
+        idle_s: float,
         clock: Callable[[], float] = time.monotonic,
         jump_ms: int = DEFAULT_JUMP_MS,
     ) -> None:
         self.topics = topics
         self.lateness_ms = lateness_ms
-        self.highwater = highwater
-        self.settle_s = settle_s
+        self.idle_s = idle_s
         self.clock = clock
         self.jump_ms = jump_ms
-        self._max_ts: dict[tuple[str, int], int] = {}  # the newest event time to go by
-        self._top: dict[tuple[str, int], tuple[int, int | None]] = {}  # newest, the one before
-        self._next_offset: dict[tuple[str, int], int] = {}
-        self._caught_up_since: dict[tuple[str, int], float] = {}
-        self._behind_since: dict[tuple[str, int], float] = {}
+        self._inputs: dict[TopicPartition, _Input] = {}
+
+    def _input(self, topic: str, partition: int) -> _Input:
+        key = (topic, partition)
+        state = self._inputs.get(key)
+        if state is None:
+            state = self._inputs[key] = _Input()
+        return state
 
     def observe(self, topic: str, partition: int, ts: int, *, offset: int) -> None:
-        key = (topic, partition)
-        first, second = self._top.get(key, (None, None))
+        state = self._input(topic, partition)
+        first, second = state.top
         if first is None or ts > first:
             first, second = ts, first
         elif second is None or ts > second:
             second = ts
-        self._top[key] = (first, second)
+        state.top = (first, second)
+        # One record far ahead of the one before it counts only once another comes near it.
         trusted = first if second is None or first - second <= self.jump_ms else second
-        self._max_ts[key] = max(trusted, self._max_ts.get(key, trusted))
+        if state.max_ts is None or trusted > state.max_ts:
+            state.max_ts = trusted
         self.skip(topic, partition, offset=offset)
 
     def skip(self, topic: str, partition: int, *, offset: int) -> None:
         """The record at ``offset`` is read. Alone, for one without an event time (dead-lettered):
         without it, a bad record as a partition's last one kept the partition unread for good."""
-        key = (topic, partition)
-        if offset + 1 > self._next_offset.get(key, 0):
-            self._next_offset[key] = offset + 1
+        state = self._input(topic, partition)
+        if offset + 1 > state.next_offset:
+            state.next_offset = offset + 1
 
-    def _caught_up(self, key: tuple[str, int], highwater: int | None) -> bool:
-        """Read to ``highwater``, the end of the last fetch, and so since ``settle_s`` (wall
-        time)."""
+    def committed(self, topic: str, partition: int, offset: int) -> None:
+        """Records before ``offset`` were read, and their sightings sent, by whoever committed
+        it: a worker that takes over a partition with nothing new on it is read to its end."""
+        state = self._input(topic, partition)
+        state.next_offset = max(state.next_offset, offset)
+
+    def snapshot(self) -> dict[int, int]:
+        """Newest event time read on each partition (any topic): take it *before* querying the
+        end offsets given to :meth:`ends`."""
+        newest: dict[int, int] = {}
+        for (_, partition), state in self._inputs.items():
+            if state.max_ts is not None:
+                newest[partition] = max(newest.get(partition, state.max_ts), state.max_ts)
+        return newest
+
+    def ends(self, ends: Mapping[TopicPartition, int], snapshot: Mapping[int, int]) -> None:
+        """End offsets from the broker, queried after ``snapshot`` was taken."""
         now = self.clock()
-        if highwater is None or self._next_offset.get(key, 0) < highwater:
-            self._caught_up_since.pop(key, None)
-            self._behind_since.setdefault(key, now)
-            return False
-        self._behind_since.pop(key, None)
-        since = self._caught_up_since.setdefault(key, now)
-        return now - since >= self.settle_s
+        for (topic, partition), end in ends.items():
+            state = self._input(topic, partition)
+            if state.end != end:
+                state.end, state.end_since = end, now
+            newest = snapshot.get(partition)
+            if state.next_offset >= end and newest is not None:
+                state.floor = newest if state.floor is None else max(state.floor, newest)
 
     def watermark(self, partition: int) -> int | None:
-        holding: list[int] = []
-        newest: list[int] = []
+        """Every engagement on ``partition`` at or before this is read (None: unknown yet)."""
+        bounds = []
         for topic in self.topics:
-            key = (topic, partition)
-            seen = self._max_ts.get(key)
-            if seen is not None:
-                newest.append(seen)
-            if self._caught_up(key, self.highwater(key)):
-                continue
-            if seen is None:
+            state = self._inputs.get((topic, partition))
+            bound = None if state is None else state.bound()
+            if bound is None:
                 return None
-            holding.append(seen)
-        if holding:
-            return min(holding) - self.lateness_ms
-        # Everything read: nothing older is pending anywhere.
-        return max(newest) - self.lateness_ms if newest else None
+            bounds.append(bound)
+        return min(bounds) - self.lateness_ms
 
-    def behind(self, partition: int) -> bool:
-        """Whether some topic has had records left to read on ``partition`` for ``settle_s`` or
-        more, or has not been fetched yet: a backlog, which the watermark works through however
-        long that takes. Not a topic of live traffic between two fetches, read to its end a
-        moment later."""
+    def idle(self, partition: int) -> bool:
+        """Every topic read to its end offset, which has not moved for ``idle_s``."""
         now = self.clock()
-        keys = [(topic, partition) for topic in self.topics]
-        if not any(key in self._max_ts for key in keys):
-            return False  # nothing read there: not this worker's partition (yet)
-        for key in keys:
-            highwater = self.highwater(key)
-            self._caught_up(key, highwater)  # brings its clocks up to date
-            if highwater is None:  # not fetched yet: a worker just (re)started
-                return True
-        return any(now - self._behind_since.get(key, now) >= self.settle_s for key in keys)
+        for topic in self.topics:
+            state = self._inputs.get((topic, partition))
+            if state is None or state.end is None or state.next_offset != state.end:
+                return False
+            if now - state.end_since < self.idle_s:
+                return False
+        return True
 
     def newest(self, topic: str) -> int | None:
         """Newest event time read on any partition of ``topic`` (for the lag metric)."""
-        values = [ts for (t, _), ts in self._max_ts.items() if t == topic]
+        values = [
+            s.max_ts for (t, _), s in self._inputs.items() if t == topic and s.max_ts is not None
+        ]
         return max(values) if values else None
 
     def partitions(self) -> set[int]:
-        return {p for _, p in self._max_ts}
+        return {p for _, p in self._inputs}

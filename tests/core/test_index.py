@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from convstream.core.index import MAX_FAMILIES, add_sighting, expire, lookup
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from convstream.core.index import COALESCE_MS, HISTORY, MAX_FAMILIES, add_sighting, expire, lookup
 
 H = 3_600_000
 
@@ -60,3 +63,80 @@ def test_entries_without_families_answer_as_before():
     }
     mixed = add_sighting(old, "u2", 2 * H, families={"safari/ios": 2 * H})
     assert _lookup(mixed, 3 * H)["families"] == {"u2": ["safari/ios"]}
+
+
+# An answer as of T depends on the sightings at or before T only, not on how many later ones
+# were applied before the lookup: how far the engagement topics happened to be read when it was
+# released (issue 19). Users agents batch sightings by ten-minute cell (COALESCE_MS).
+MINUTE = 60_000
+sightings = st.lists(
+    st.tuples(
+        st.sampled_from(["u1", "u2", "u3"]),
+        st.integers(min_value=0, max_value=6 * H),
+        st.integers(min_value=1, max_value=3),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def _batched(rows):
+    """Sightings summed per (user, cell), as the users agent sends them."""
+    cells = {}
+    for user, ts, count in rows:
+        seen = cells.setdefault((user, ts // COALESCE_MS), [ts, ts, 0])
+        seen[0], seen[1], seen[2] = min(seen[0], ts), max(seen[1], ts), seen[2] + count
+    return [(user, *seen) for (user, _), seen in cells.items()]
+
+
+def _build(rows, *, batched=False):
+    entry = None
+    if batched:
+        for user, first, last, count in _batched(rows):
+            entry = add_sighting(entry, user, last, count=count, first_ts=first)
+        return entry
+    for user, ts, count in rows:
+        entry = add_sighting(entry, user, ts, count=count, first_ts=ts)
+    return entry
+
+
+@given(sightings, st.integers(min_value=0, max_value=6 * H), st.randoms())
+def test_an_answer_as_of_t_ignores_the_sightings_after_t(rows, t, rnd):
+    before = [r for r in rows if r[1] <= t]
+    shuffled = list(rows)
+    rnd.shuffle(shuffled)
+    cells_after = {
+        u: len({ts // COALESCE_MS for v, ts, _ in rows if v == u and ts > t}) for u, _, _ in rows
+    }
+    assume(max(cells_after.values()) < HISTORY - 1)  # the bounded history still covers T
+    expected = _lookup(_build(before), t)
+    assert _lookup(_build(shuffled), t) == expected
+    assert _lookup(_build(shuffled, batched=True), t) == expected
+
+
+def test_a_count_covers_the_sightings_before_the_conversion_only():
+    entry = add_sighting(None, "u1", 10 * MINUTE - 1, count=1)
+    entry = add_sighting(entry, "u1", 2 * H, count=50, first_ts=2 * H - 5 * MINUTE)
+    assert _lookup(entry, H)["users"] == [["u1", 10 * MINUTE - 1, 10 * MINUTE - 1, 1]]
+    assert _lookup(entry, 3 * H)["users"] == [["u1", 10 * MINUTE - 1, 2 * H, 51]]
+
+
+def test_a_sighting_just_before_the_conversion_stays_its_last_one_seen():
+    """Before, a later sighting within ten minutes merged into the earlier one's time, and a
+    conversion between the two then saw the user as last seen at their first sighting."""
+    entry = add_sighting(None, "u1", 0)
+    entry = add_sighting(entry, "u1", 2 * H + 30_000)
+    entry = add_sighting(entry, "u1", 2 * H + 31_000)
+    assert _lookup(entry, 2 * H + 30_500)["users"][0][2] == 2 * H + 30_000
+    entry = add_sighting(entry, "u1", 2 * H + 9 * MINUTE)  # the same cell, after the conversion
+    assert _lookup(entry, 2 * H + 30_500)["users"][0][2] == 2 * H + 30_000
+
+
+def test_the_history_is_bounded_and_keeps_the_newest_cells():
+    entry = None
+    for i in range(HISTORY + 5):
+        entry = add_sighting(entry, "u1", i * H)
+    cells = entry["u"]["u1"][3]
+    assert len(cells) == HISTORY
+    assert cells[0] == [0, 5 * H, 6]  # the oldest merged
+    assert _lookup(entry, 12 * H)["users"] == [["u1", 0, 12 * H, 13]]

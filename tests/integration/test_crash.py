@@ -34,7 +34,7 @@ def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, sto
         max_wait_s=15.0,
         store=store,
         redrive_after_s=5.0,
-        lookup_ceiling_s=20.0,
+        key_turn_timeout_s=20.0,
     )
     lines, truth = generate(config_from_args("default", seed=31, users=500, days=5))
     expected = {row["conversion_key"] for row in truth}

@@ -2,11 +2,10 @@
 
 A lookup for a conversion at event time T waits until every users partition has reported, on
 the lookup's own cs-ident partition, a watermark at or past T (so every sighting up to T is in
-the index), or until the bounded wait of :mod:`convstream.core.lookup_gate` expires; then it is
-answered
-from the index as of T. Lookups of an email, phone or external id also wait for the decisions
-of earlier conversions that carried it, for the links those make
-(convstream/stream/agents/conversions.py).
+the index), or that it is idle (read to its end, nothing new for a while): see
+:mod:`convstream.core.lookup_gate`. Then it is answered from the index as of T. Lookups of an
+email, phone or external id also wait for the decisions of earlier conversions that carried
+it, for the links those make (convstream/stream/agents/conversions.py).
 """
 
 from __future__ import annotations
@@ -27,13 +26,10 @@ def register(rt: Any, channel: Any) -> None:
     index = rt.tables["identifiers"]
     # One actor reads every cs-ident partition this worker owns; watermarks are kept per
     # partition, because only a partition's own messages say which sightings it already holds.
-    # The ceiling only matters without any engagement input (or for conversions stamped far
-    # ahead of it); a backlog is waited for while the watermark moves.
     gate = LookupGate(
         s.partitions,
-        lateness_ms=s.allowed_lateness_ms,
-        max_wait_s=s.max_wait_s,
-        ceiling_s=s.lookup_wait_ceiling_s,
+        idle_valid_s=s.idle_report_valid_s,
+        turn_timeout_s=s.key_turn_timeout_s,
         ordered=tuple(f"{kind}:" for kind in LINKED_KINDS),
     )
 
@@ -60,6 +56,11 @@ def register(rt: Any, channel: Any) -> None:
         metrics.count_turns_expired(gate.turns_expired - before)
         metrics.set_lookups_parked(*gate.waiting())
 
+    # Expiry keeps what any admissible conversion's lookback can still see: one up to
+    # max_conversion_age_ms behind the clock is answered as of its own time, and its answer
+    # must not depend on how far the clock ran before its lookup was read.
+    ttl_ms = max(s.identifier_ttl_ms, s.lookback_ms + s.max_conversion_age_ms)
+
     def apply_sightings(rows: list[list[Any]], clock: int | None) -> None:
         touched: dict[str, Any] = {}
         # A row is [key, user_id, first, last, count], plus the user agent families for ip keys.
@@ -76,7 +77,7 @@ def register(rt: Any, channel: Any) -> None:
             )
         for key, entry in touched.items():
             if clock is not None:
-                entry = expire(entry, clock, s.identifier_ttl_ms)
+                entry = expire(entry, clock, ttl_ms)
             if entry is None:
                 index.pop(key, None)
             else:
@@ -105,8 +106,8 @@ def register(rt: Any, channel: Any) -> None:
                 if kind == "s":
                     rows.extend(msg["s"])
                     marks = {int(p): mark for p, mark in msg["wm"].items()}
-                    behind = {int(p): flag for p, flag in msg.get("b", {}).items()}
-                    gate.observe(event.message.partition, marks, now, behind)
+                    idle = {int(p): flag for p, flag in msg.get("i", {}).items()}
+                    gate.observe(event.message.partition, marks, now, idle)
                 elif kind == "l":
                     gate.park(event.message.partition, msg, now)
                 elif kind == "d":

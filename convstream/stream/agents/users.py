@@ -32,7 +32,7 @@ from convstream.core.engagements import (
     remember_keys,
 )
 from convstream.core.identity import engagement_identifiers, sighting_families
-from convstream.core.index import merge_families
+from convstream.core.index import COALESCE_MS, merge_families
 from convstream.core.partitioning import partition_for
 from convstream.core.records import (
     Invalid,
@@ -44,6 +44,9 @@ from convstream.core.records import (
 from convstream.stream import metrics, routing
 from convstream.stream.settings import ENGAGEMENT_TOPICS
 from convstream.stream.watermarks import WatermarkTracker
+
+#: (identifier key, user id, ten-minute cell of event time): how a batch's sightings are summed.
+Sighting = tuple[str, str, int]
 
 PARSERS = {"impressions": parse_impression, "clicks": parse_click, "identity": parse_identity}
 
@@ -63,7 +66,7 @@ def register(rt: Any, channel: Any) -> None:
     clocks: dict[int, EventClock] = {}
     # Engagements forwarded to their user's partition: each holds back the watermark of the
     # partition it was read on until that partition confirms it (convstream/stream/routing.py).
-    in_flight = routing.InFlight(hold_s=s.lookup_wait_ceiling_s)
+    in_flight = routing.InFlight(hold_s=s.reroute_hold_s)
 
     def clock_key(partition: int) -> str:
         return routing.key_on_partition("clock:engagements", partition, s.partitions)
@@ -82,18 +85,11 @@ def register(rt: Any, channel: Any) -> None:
             if rt.logical_name(tp.topic) == ENGAGEMENT_TOPICS[0]:
                 clocks.pop(tp.partition, None)
 
-    def highwater(key: tuple[str, int]) -> int | None:
-        topic, partition = key
-        try:
-            return rt.app.consumer.highwater(TP(s.topic(topic), partition))
-        except Exception:  # noqa: BLE001 - not assigned (yet) or consumer restarting
-            return None
-
     tracker = WatermarkTracker(
-        ENGAGEMENT_TOPICS, lateness_ms=s.allowed_lateness_ms, highwater=highwater
+        ENGAGEMENT_TOPICS, lateness_ms=s.allowed_lateness_ms, idle_s=s.max_wait_s
     )
     sent_marks: dict[int, int] = {}
-    sent_behind: dict[str, bool] = {}
+    sent_idle: dict[str, bool] = {}
     # Marks must never overtake the sightings they cover: the timer waits for a batch in flight.
     sending = asyncio.Lock()
 
@@ -101,7 +97,7 @@ def register(rt: Any, channel: Any) -> None:
         rows: dict[str, list[list[Any]]] = defaultdict(list)
         seen_keys: dict[str, dict[str, int]] = defaultdict(dict)
         own: dict[str, dict[str, int]] = defaultdict(dict)
-        sightings: dict[tuple[str, str], list[Any]] = {}
+        sightings: dict[Sighting, list[Any]] = {}
         probes: list[dict[str, Any]] = []
         counts: dict[str, int] = defaultdict(int)
         confirm: dict[int, list[str]] = defaultdict(list)  # partition read from: tokens
@@ -167,9 +163,12 @@ def register(rt: Any, channel: Any) -> None:
                 if kind in OWN_KINDS:
                     firsts = own[rec.user_id]
                     firsts[kind] = min(firsts.get(kind, rec.ts), rec.ts)
-                seen = sightings.get((key, rec.user_id))
+                # By ten-minute cell of event time, as the index keeps them: a batch can span
+                # hours, and a lookup must count only the sightings before its conversion.
+                cell = (key, rec.user_id, rec.ts // COALESCE_MS)
+                seen = sightings.get(cell)
                 if seen is None:
-                    seen = sightings[(key, rec.user_id)] = [rec.ts, rec.ts, 1]
+                    seen = sightings[cell] = [rec.ts, rec.ts, 1]
                 else:
                     seen[0] = min(seen[0], rec.ts)
                     seen[1] = max(seen[1], rec.ts)
@@ -222,7 +221,7 @@ def register(rt: Any, channel: Any) -> None:
         event: Any,
         rows: dict[str, list[list[Any]]],
         seen_keys: dict[str, dict[str, int]],
-        sightings: dict[tuple[str, str], list[Any]],
+        sightings: dict[Sighting, list[Any]],
     ) -> None:
         """Forget a user everywhere: this batch, the users table, the identifier index."""
         try:
@@ -245,36 +244,38 @@ def register(rt: Any, channel: Any) -> None:
         for q, part_keys in by_partition.items():
             await rt.send("cs-ident", None, {"t": "f", "u": user_id, "k": part_keys}, q)
 
-    async def forward_sightings(sightings: dict[tuple[str, str], list[Any]]) -> list[Any]:
-        """Send the batch's sightings and the watermarks; returns the sends' delivery futures."""
+    async def forward_sightings(
+        sightings: dict[Sighting, list[Any]], *, heartbeat: bool = False
+    ) -> list[Any]:
+        """Send a batch's sightings to their identifiers partitions, each message with the
+        watermarks that moved and which partitions this worker owns are idle (repeated every
+        ``heartbeat`` while they are: the identifiers agents believe it only for a few seconds,
+        so a worker that goes away stops vouching for its partitions). Returns the sends'
+        delivery futures (a rerouted record is confirmed once its sightings are delivered)."""
         by_partition: dict[int, list[list[Any]]] = defaultdict(list)
-        for (key, user_id), seen in sightings.items():
+        for (key, user_id, _), seen in sightings.items():
             by_partition[partition_for(key, s.partitions)].append([key, user_id, *seen])
+        # Not for a partition that moved to another worker: its new owner reports it.
+        owned = rt.active_partitions(ENGAGEMENT_TOPICS[0])
         marks = {}
-        for p in tracker.partitions():
+        for p in sorted(tracker.partitions() | owned):
             mark = tracker.watermark(p)
             held = in_flight.hold(p)
             if mark is not None and held is not None:
                 mark = min(mark, held - s.allowed_lateness_ms)
             if mark is not None and mark > sent_marks.get(p, -1):
                 marks[str(p)] = mark
-        # Whether each partition this worker owns has a backlog: lookups are neither cut short
-        # by their ceiling nor released as stalled while it has (convstream/core/lookup_gate.py).
-        # Not
-        # for a partition that moved to another worker: never fetched here again, it would
-        # look behind for good, and its new owner reports it.
-        owned = tracker.partitions() & rt.active_partitions(ENGAGEMENT_TOPICS[0])
-        behind = {str(p): tracker.behind(p) for p in sorted(owned)}
-        news = behind != sent_behind
+        idle = {str(p): tracker.idle(p) for p in sorted(owned)}
+        news = idle != sent_idle or (heartbeat and any(idle.values()))
         sent = []
         for q in range(s.partitions):
             batch = by_partition.get(q)
             if batch or marks or news:
-                msg = {"t": "s", "wm": marks, "s": batch or [], "b": behind}
+                msg = {"t": "s", "wm": marks, "s": batch or [], "i": idle}
                 sent.append(await rt.send("cs-ident", None, msg, q))
         sent_marks.update({int(p): m for p, m in marks.items()})
-        sent_behind.clear()
-        sent_behind.update(behind)
+        sent_idle.clear()
+        sent_idle.update(idle)
         now_ms = None
         for topic in ENGAGEMENT_TOPICS:
             newest = tracker.newest(topic)
@@ -284,6 +285,27 @@ def register(rt: Any, channel: Any) -> None:
             metrics.set_watermark_lag("engagements", (now_ms - min(marks.values())) / 1000)
         return sent
 
+    async def end_offsets() -> dict[tuple[str, int], int]:
+        """The broker's end offsets of the engagement partitions this worker owns."""
+        owned = rt.active_partitions(ENGAGEMENT_TOPICS[0])
+        tps = [TP(s.topic(topic), p) for topic in ENGAGEMENT_TOPICS for p in sorted(owned)]
+        if not tps:
+            return {}
+        try:
+            ends = await rt.app.consumer.highwaters(*tps)
+        except Exception:  # noqa: BLE001 - consumer restarting or rebalancing: ask again later
+            return {}
+        # Where this worker started reading: the group's committed offsets, which Faust commits
+        # only after flushing what the records before them produced (their sightings). Faust
+        # keeps them without a public accessor; without them, a worker that takes over a
+        # partition with nothing new on it would never see it read to its end.
+        committed = getattr(rt.app.consumer, "_committed_offset", None) or {}
+        for tp in ends:
+            offset = committed.get(tp)
+            if offset:
+                tracker.committed(rt.logical_name(tp.topic), tp.partition, offset)
+        return {(rt.logical_name(tp.topic), tp.partition): end for tp, end in ends.items()}
+
     @rt.app.agent(channel, name="users")
     async def users_agent(stream: Any) -> None:
         async for events in stream.take_events(s.batch_size, s.batch_within_s):
@@ -291,13 +313,13 @@ def register(rt: Any, channel: Any) -> None:
                 await process(events)
 
     @rt.app.timer(interval=1.0)
-    async def forward_settled_marks() -> None:
-        """A topic partition counts as read to its end only after settling
-        (convstream/stream/watermarks.py):
-        once input stops, this sends the watermark that settling allows without new events.
-        """
+    async def check_end_offsets() -> None:
+        """Ask the broker how far the engagement partitions go (convstream/stream/watermarks.py):
+        the snapshot first, so that what it holds was produced before the query."""
+        snapshot = tracker.snapshot()
+        tracker.ends(await end_offsets(), snapshot)
         async with sending:
-            await forward_sightings({})
+            await forward_sightings({}, heartbeat=True)
 
 
 def _deleted(state: dict[str, Any] | None) -> bool:

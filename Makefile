@@ -50,6 +50,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check convstream tests bench research
 	$(BIN)/ruff format --check convstream tests bench research
+	$(BIN)/mypy convstream/core
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -60,7 +60,11 @@ from convstream.core.records import (
 from convstream.core.records import Engagement as RecordEngagement
 from convstream.core.units import DAY_MS, HOUR_MS
 
-PARSERS = {"impressions": parse_impression, "clicks": parse_click, "identity": parse_identity}
+PARSERS: dict[str, Callable[[Any], RecordEngagement | IdentitySighting]] = {
+    "impressions": parse_impression,
+    "clicks": parse_click,
+    "identity": parse_identity,
+}
 
 
 class OfflineEngine:

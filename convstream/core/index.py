@@ -238,11 +238,11 @@ def lookup(
                 degree += 1
                 rows.append([user_id, first, seen, count])
                 if len(row) > 4:
-                    known = [f for f, since in row[4].items() if since <= conversion_ts]
-                    for family in known:
+                    families = [f for f, since in row[4].items() if since <= conversion_ts]
+                    for family in families:
                         family_degree[family] = family_degree.get(family, 0) + 1
-                    if known:
-                        seen_families[user_id] = known
+                    if families:
+                        seen_families[user_id] = families
         degree += entry.get("d", 0)
     rows.sort(key=lambda r: (-r[2], r[0]))
     answer: LookupAnswer = {"key": key, "kind": kind, "degree": degree, "users": rows[:top_k]}

@@ -36,32 +36,33 @@ placeholder email many orders share) lets its oldest go without waiting, so live
 most that many decisions of latency; a link to a key that many conversions share is contested
 anyway.
 
+>>> from convstream.core.messages import Lookup
 >>> gate = LookupGate(sources=2, idle_valid_s=5.0)
->>> gate.park(0, {"ts": 1_000}, now=0.0)
+>>> gate.park(0, Lookup("ip:1", "a:Purchase:1", 0, 1_000), now=0.0)
 >>> gate.observe(0, {0: 2_000, 1: 500}, now=1.0)
 >>> gate.due(now=600.0)  # users partition 1 is not read past T yet: wait, however long
 []
 >>> gate.observe(0, {1: 1_000}, now=601.0)
->>> gate.due(now=601.0)
-[{'ts': 1000}]
+>>> [request.ts for request in gate.due(now=601.0)]
+[1000]
 
->>> gate.park(0, {"ts": 9_000}, now=602.0)  # past every watermark: the end of the input
+>>> gate.park(0, Lookup("ip:1", "a:Purchase:2", 0, 9_000), now=602.0)  # past every watermark
 >>> gate.observe(0, {}, now=603.0, idle={0: True})
 >>> gate.due(now=603.0)  # partition 1 has not said it is idle
 []
 >>> gate.observe(0, {}, now=604.0, idle={1: True})
->>> gate.due(now=604.0)
-[{'ts': 9000}]
+>>> [request.ts for request in gate.due(now=604.0)]
+[9000]
 
 >>> gate = LookupGate(sources=1, ordered=("em:",))
->>> first, second = {"ts": 1_000, "k": "em:e1", "ck": "o1"}, {"ts": 5_000, "k": "em:e1", "ck": "o2"}
+>>> first, second = Lookup("em:e1", "o1", 0, 1_000), Lookup("em:e1", "o2", 0, 5_000)
 >>> gate.park(0, second, now=0.0); gate.park(0, first, now=0.0)
 >>> gate.observe(0, {0: 9_000}, now=1.0)
->>> gate.due(now=1.0)  # the second waits for the first one's decision
-[{'ts': 1000, 'k': 'em:e1', 'ck': 'o1'}]
+>>> [r.conversion_key for r in gate.due(now=1.0)]  # the second waits for the first's decision
+['o1']
 >>> gate.decided("em:e1", "o1")  # after its link, if it made one
->>> gate.due(now=2.0)
-[{'ts': 5000, 'k': 'em:e1', 'ck': 'o2'}]
+>>> [r.conversion_key for r in gate.due(now=2.0)]
+['o2']
 """
 
 from __future__ import annotations
@@ -69,9 +70,10 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from typing import Any
 
-Request = dict[str, Any]
+from convstream.core.messages import Lookup
+
+Request = Lookup
 
 #: How long a users partition's report that it is idle holds (wall time, seconds): its owner
 #: repeats it every second while it stays so.
@@ -187,17 +189,17 @@ class LookupGate:
             self._dirty.add(key)
 
     def park(self, partition: int, request: Request, now: float) -> None:
-        """Hold ``request`` (a lookup with event time ``request["ts"]``) read on ``partition``."""
+        """Hold ``request`` (a lookup with event time ``request.ts``) read on ``partition``."""
         part = self._part(partition)
         n = next(self._ids)
         self._parked[n] = request
-        heapq.heappush(part.by_ts, (request["ts"], n))
-        key = request.get("k")
+        heapq.heappush(part.by_ts, (request.ts, n))
+        key = request.key
         if self._is_ordered(key):
             entry = self._keys.setdefault(key, _Key())
             # A new round of the same conversion: its earlier one will not be decided.
-            entry.open.pop(request["ck"], None)
-            heapq.heappush(entry.queue, (request["ts"], request["ck"], n))
+            entry.open.pop(request.conversion_key, None)
+            heapq.heappush(entry.queue, (request.ts, request.conversion_key, n))
             self._dirty.add(key)
 
     def due(self, now: float) -> list[Request]:
@@ -231,7 +233,7 @@ class LookupGate:
         request = self._parked.get(n)
         if request is None:
             return
-        key = request.get("k")
+        key = request.key
         if self._is_ordered(key):
             if n not in self._ready:
                 self._ready.add(n)
@@ -266,14 +268,14 @@ class LookupGate:
         if request is None:
             return
         ready.append(request)
-        key = request.get("k")
+        key = request.key
         if not self._is_ordered(key):
             return
         if n in self._ready:
             self._ready.discard(n)
             self._keys[key].ready -= 1
-        self._keys[key].open[request["ck"]] = (request["ts"], now)
-        self._answered.append((now, key, request["ck"]))
+        self._keys[key].open[request.conversion_key] = (request.ts, now)
+        self._answered.append((now, key, request.conversion_key))
 
     def __len__(self) -> int:
         return len(self._parked)

@@ -157,33 +157,34 @@ class Forget(_Message):
 @dataclass(frozen=True, slots=True)
 class Sightings:
     """One users batch's sightings for one identifiers partition, with the sender's watermarks
-    (users partition -> event time) and which of its users partitions have a backlog."""
+    (users partition -> event time) and which of the users partitions it owns are idle (read to
+    their end, nothing new for a while: :mod:`convstream.core.lookup_gate`)."""
 
     TAG: ClassVar[str] = "s"
     rows: list[Sighting] = field(default_factory=list)
     marks: dict[int, int] = field(default_factory=dict)
-    behind: dict[int, bool] = field(default_factory=dict)
+    idle: dict[int, bool] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         return {
             "t": self.TAG,
             "wm": {str(p): m for p, m in self.marks.items()},
             "s": [row.to_wire() for row in self.rows],
-            "b": {str(p): flag for p, flag in self.behind.items()},
+            "i": {str(p): flag for p, flag in self.idle.items()},
         }
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Sightings:
         """The message :meth:`to_wire` wrote.
 
-        >>> m = Sightings([Sighting("ip:1", "u1", 1, 2, 1)], {0: 5}, {0: False})
+        >>> m = Sightings([Sighting("ip:1", "u1", 1, 2, 1)], {0: 5}, {0: True})
         >>> Sightings.from_wire(orjson.loads(encode(m))) == m
         True
         """
         return cls(
             [Sighting.from_wire(row) for row in obj["s"]],
             {int(p): m for p, m in obj["wm"].items()},
-            {int(p): flag for p, flag in obj.get("b", {}).items()},
+            {int(p): flag for p, flag in obj.get("i", {}).items()},
         )
 
 
@@ -229,6 +230,16 @@ class UserLink(_Message):
     @property
     def route(self) -> str:
         return self.user_id
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmed(_Message):
+    """Records this users partition forwarded (:mod:`convstream.stream.routing`) are sighted on
+    their own partition: its watermark may pass them (``tokens`` name them)."""
+
+    TAG: ClassVar[str] = "r"
+    WIRE: ClassVar[dict[str, str]] = {"tokens": "k"}
+    tokens: list[str]
 
 
 # --- cs-answer: keyed by conversion -----------------------------------------------------------
@@ -309,6 +320,7 @@ Message = (
     | Sightings
     | Probe
     | UserLink
+    | Confirmed
     | LookupAnswer
     | ProbeAnswer
     | Examples
@@ -323,6 +335,7 @@ TYPES: dict[str, Any] = {
         Sightings,
         Probe,
         UserLink,
+        Confirmed,
         LookupAnswer,
         ProbeAnswer,
         Examples,
@@ -337,6 +350,7 @@ TOPIC: dict[type, str] = {
     Sightings: "cs-ident",
     Probe: "cs-probe",
     UserLink: "cs-probe",
+    Confirmed: "cs-probe",
     LookupAnswer: "cs-answer",
     ProbeAnswer: "cs-answer",
     Examples: "cs-learn",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from convstream.core.lookup_gate import LookupGate
+from convstream.core.messages import Lookup
 
 T = 1_767_571_200_000
 MIN = 60_000
@@ -14,8 +15,8 @@ def _gate(sources: int = 2, idle_valid_s: float = 5.0) -> LookupGate:
     return LookupGate(sources, idle_valid_s=idle_valid_s)
 
 
-def _lookup(ts: int, key: str = "ip:10.0.0.1") -> dict:
-    return {"ts": ts, "k": key, "ck": "a:Purchase:1", "r": 0}
+def _lookup(ts: int, key: str = "ip:10.0.0.1") -> Lookup:
+    return Lookup(key, "a:Purchase:1", 0, ts)
 
 
 def test_released_once_every_users_partition_passed_the_conversion():
@@ -116,7 +117,7 @@ def test_released_in_event_time_order():
     for lookup in lookups:
         gate.park(0, lookup, now=0.0)
     gate.observe(0, {0: T + 5 * MIN}, now=1.0)
-    assert [r["ts"] for r in gate.due(now=1.0)] == [T + MIN, T + 2 * MIN, T + 3 * MIN]
+    assert [r.ts for r in gate.due(now=1.0)] == [T + MIN, T + 2 * MIN, T + 3 * MIN]
 
 
 def _ordered(turn_timeout_s: float = 600.0) -> LookupGate:
@@ -125,8 +126,8 @@ def _ordered(turn_timeout_s: float = 600.0) -> LookupGate:
     return gate
 
 
-def _of(ts: int, conversion: str, key: str = "em:e1") -> dict:
-    return {"ts": ts, "k": key, "ck": conversion, "r": 0}
+def _of(ts: int, conversion: str, key: str = "em:e1") -> Lookup:
+    return Lookup(key, conversion, 0, ts)
 
 
 def test_lookups_of_a_linkable_key_wait_for_the_decisions_before_them():
@@ -152,7 +153,7 @@ def test_only_conversions_sharing_a_key_wait_for_each_other():
     gate = _ordered()
     gate.park(0, _of(T + HOUR, "o1"), now=0.0)
     gate.park(0, _of(T + 2 * HOUR, "o2", key="ext:a:c9"), now=0.0)
-    released = sorted(gate.due(now=0.1), key=lambda lookup: lookup["ck"])
+    released = sorted(gate.due(now=0.1), key=lambda lookup: lookup.conversion_key)
     assert released == [_of(T + HOUR, "o1"), _of(T + 2 * HOUR, "o2", key="ext:a:c9")]
 
 

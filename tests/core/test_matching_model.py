@@ -314,27 +314,3 @@ def test_examples_count_unmatched_emails_for_the_stranger_bound():
         learner.learn_example(model.self_supervised_example(conv, answers, probes, decision))
     bound = learner.conversion.stranger_bound
     assert bound.unmatched.mean > 0.9 and bound.platform_unmatched.mean > 0.9
-
-
-class _ReadAfterEveryDecision(MatchModel):
-    """The worker reads ``stats()`` for its metrics after every decision."""
-
-    def decide(self, conv: dict, answers: dict, probes: dict) -> MatchDecision:
-        decision = super().decide(conv, answers, probes)
-        self.stats()
-        return decision
-
-
-def test_reading_the_models_stats_does_not_change_its_labels():
-    """stats() once re-ran the label-shift EM whose result warm-starts the next refresh, so a
-    worker that reported metrics decided differently from the offline engine (16 of 328
-    labels on this replay)."""
-    from convstream.core.engine import run_offline
-    from convstream.synth.generate import config_from_args, generate
-
-    lines, _ = generate(config_from_args("heavy-sharing", users=600, days=7, seed=5))
-
-    def gist(labels: list[dict]) -> list[tuple]:
-        return [(x["conversion_key"], x["user_id"], x["match_confidence"]) for x in labels]
-
-    assert gist(run_offline(lines, _ReadAfterEveryDecision)) == gist(run_offline(lines, MatchModel))

@@ -133,22 +133,8 @@ def worker_labels(
         print(f"{mode}: {len(results[mode])} keys in {took:.0f} s")
         missing = expected - set(results[mode])
         assert not missing, f"{mode}: {len(missing)} keys without a label"
-    results["offline"] = latest_labels(run_offline(lines, MatchModel, **_offline_options(s)))[0]
+    results["offline"] = latest_labels(run_offline(lines, MatchModel, **s.offline_options()))[0]
     yield results
-
-
-def _offline_options(s: Settings) -> dict[str, Any]:
-    """The offline engine's options from the worker's settings."""
-    return {
-        "partitions": s.partitions,
-        "lookback_ms": s.lookback_ms,
-        "top_k": s.top_k,
-        "max_candidates": s.max_candidates,
-        "max_users": s.max_users_per_identifier,
-        "allowed_lateness_ms": s.allowed_lateness_ms,
-        "dedupe_window_ms": s.dedupe_window_ms,
-        "learning_delay_ms": s.learning_delay_ms,
-    }
 
 
 def _agreement(a: dict[str, dict], b: dict[str, dict]) -> tuple[float, list[str]]:

@@ -174,13 +174,17 @@ def clock_rejects(lines: list[dict[str, Any]], partitions: int, rng: random.Rand
     """(position, Entry) pairs: conversions 8 days behind or far ahead of their partition's clock,
     each placed right after a good conversion of the same partition."""
     newest = max(line["value"]["ts"] for line in lines if line["topic"] == "conversions")
-    clock: dict[int, int] = {}
+    admitted: dict[int, list[int]] = {}
     after: list[tuple[int, int, int]] = []  # (position, partition, clock there)
     for pos, line in enumerate(lines):
         if line["topic"] == "conversions":
             p = partition_for(message_key("conversions", line["value"]).decode(), partitions)
-            clock[p] = max(clock.get(p, 0), line["value"]["ts"])
-            after.append((pos, p, clock[p]))
+            recent = admitted.setdefault(p, [])
+            recent.append(line["value"]["ts"])
+            # The partition's clock (core/clock.py): the third-newest of its last 64 admitted
+            # conversions, judging only once five are in.
+            if len(recent) >= 5:
+                after.append((pos, p, sorted(recent[-64:])[-3]))
     out = []
     for n, (pos, p, now) in enumerate(rng.sample(after, 12)):
         event_id = next(

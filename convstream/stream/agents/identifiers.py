@@ -13,8 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
+from convstream.core import messages
 from convstream.core.index import add_sighting, expire, lookup
 from convstream.core.lookup_gate import LookupGate
 from convstream.core.resolve import LINKED_KINDS
@@ -33,19 +32,16 @@ def register(rt: Any, channel: Any) -> None:
         ordered=tuple(f"{kind}:" for kind in LINKED_KINDS),
     )
 
-    async def answer(request: dict[str, Any]) -> None:
+    async def answer(request: messages.Lookup) -> None:
         reply = lookup(
-            index.get(request["k"]),
-            request["k"],
-            conversion_ts=request["ts"],
+            index.get(request.key),
+            request.key,
+            conversion_ts=request.ts,
             lookback_ms=s.lookback_ms,
             top_k=s.top_k,
         )
-        await rt.send_keyed(
-            "cs-answer",
-            request["ck"],
-            {"t": "a", "ck": request["ck"], "r": request["r"], "a": reply},
-        )
+        answer = messages.LookupAnswer(request.conversion_key, request.round, reply)
+        await rt.send_keyed("cs-answer", request.conversion_key, messages.encode(answer))
 
     async def release() -> None:
         # Collect before the first await: the timer and the agent both release, and a lookup
@@ -61,19 +57,18 @@ def register(rt: Any, channel: Any) -> None:
     # must not depend on how far the clock ran before its lookup was read.
     ttl_ms = max(s.identifier_ttl_ms, s.lookback_ms + s.max_conversion_age_ms)
 
-    def apply_sightings(rows: list[list[Any]], clock: int | None) -> None:
+    def apply_sightings(rows: list[messages.Sighting], clock: int | None) -> None:
         touched: dict[str, Any] = {}
-        # A row is [key, user_id, first, last, count], plus the user agent families for ip keys.
-        for key, user_id, first, last, count, *families in rows:
-            entry = touched[key] if key in touched else index.get(key)
-            touched[key] = add_sighting(
+        for row in rows:
+            entry = touched[row.key] if row.key in touched else index.get(row.key)
+            touched[row.key] = add_sighting(
                 entry,
-                user_id,
-                last,
-                count=count,
-                first_ts=first,
+                row.user_id,
+                row.last_ts,
+                count=row.seen,
+                first_ts=row.first_ts,
                 max_users=s.max_users_per_identifier,
-                families=families[0] if families else None,
+                families=row.families,
             )
         for key, entry in touched.items():
             if clock is not None:
@@ -99,25 +94,27 @@ def register(rt: Any, channel: Any) -> None:
     async def identifiers_agent(stream: Any) -> None:
         async for events in stream.take_events(s.batch_size, s.batch_within_s):
             now = time.monotonic()
-            rows: list[list[Any]] = []
+            rows: list[messages.Sighting] = []
             for event in events:
-                msg = orjson.loads(event.message.value)
-                kind = msg["t"]
-                if kind == "s":
-                    rows.extend(msg["s"])
-                    marks = {int(p): mark for p, mark in msg["wm"].items()}
-                    idle = {int(p): flag for p, flag in msg.get("i", {}).items()}
-                    gate.observe(event.message.partition, marks, now, idle)
-                elif kind == "l":
-                    gate.park(event.message.partition, msg, now)
-                elif kind == "d":
-                    gate.decided(msg["k"], msg["ck"])
-                elif kind == "x":
-                    rows.append([msg["k"], msg["u"], msg["ts"], msg["ts"], 1])
-                elif kind == "f":
+                message = messages.decode(event.message.value)
+                if isinstance(message, messages.Sightings):
+                    rows.extend(message.rows)
+                    gate.observe(event.message.partition, message.marks, now, message.idle)
+                elif isinstance(message, messages.Lookup):
+                    gate.park(event.message.partition, message, now)
+                elif isinstance(message, messages.Decided):
+                    gate.decided(message.key, message.conversion_key)
+                elif isinstance(message, messages.IndexLink):
+                    link = messages.Sighting(
+                        message.key, message.user_id, message.ts, message.ts, 1
+                    )
+                    rows.append(link)
+                elif isinstance(message, messages.Forget):
                     apply_sightings(rows, clock())
                     rows = []
-                    forget(msg["u"], msg["k"])
+                    forget(message.user_id, message.keys)
+                else:
+                    raise TypeError(f"{type(message).__name__} on cs-ident")
             apply_sightings(rows, clock())
             await release()
 

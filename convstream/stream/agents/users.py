@@ -19,9 +19,9 @@ import time
 from collections import defaultdict
 from typing import Any
 
-import orjson
 from faust.types import TP
 
+from convstream.core import messages
 from convstream.core.clock import EventClock, consensus
 from convstream.core.engagements import (
     OWN_KINDS,
@@ -89,7 +89,7 @@ def register(rt: Any, channel: Any) -> None:
         ENGAGEMENT_TOPICS, lateness_ms=s.allowed_lateness_ms, idle_s=s.max_wait_s
     )
     sent_marks: dict[int, int] = {}
-    sent_idle: dict[str, bool] = {}
+    sent_idle: dict[int, bool] = {}
     # Marks must never overtake the sightings they cover: the timer waits for a batch in flight.
     sending = asyncio.Lock()
 
@@ -98,18 +98,20 @@ def register(rt: Any, channel: Any) -> None:
         seen_keys: dict[str, dict[str, int]] = defaultdict(dict)
         own: dict[str, dict[str, int]] = defaultdict(dict)
         sightings: dict[Sighting, list[Any]] = {}
-        probes: list[dict[str, Any]] = []
+        probes: list[messages.Probe | messages.UserLink] = []
         counts: dict[str, int] = defaultdict(int)
         confirm: dict[int, list[str]] = defaultdict(list)  # partition read from: tokens
         ticked: set[int] = set()  # partitions whose clock moved
         for event in events:
             topic = rt.logical_name(event.message.topic)
             if topic == "cs-probe":
-                request = orjson.loads(event.message.value)
-                if request.get("t") == "r":  # engagements forwarded from here, now sighted
-                    in_flight.confirm(event.message.partition, request["k"])
-                else:
+                request = messages.decode(event.message.value)
+                if isinstance(request, messages.Confirmed):  # forwarded from here, now sighted
+                    in_flight.confirm(event.message.partition, request.tokens)
+                elif isinstance(request, messages.Probe | messages.UserLink):
                     probes.append(request)
+                else:
+                    raise TypeError(f"{type(request).__name__} on cs-probe")
                 continue
             source = routing.origin(event)
             if source is not None:  # forwarded here: confirm it, whatever becomes of it
@@ -195,27 +197,26 @@ def register(rt: Any, channel: Any) -> None:
             # let their watermarks past them, and a lookup released by those must find them.
             await asyncio.gather(*sent)
             for q, tokens in confirm.items():
-                await rt.send("cs-probe", None, {"t": "r", "k": tokens}, q)
+                await rt.send("cs-probe", None, messages.encode(messages.Confirmed(tokens)), q)
         for request in probes:
-            if request.get("t") == "k":  # an identifier linked to this user by a conversion
-                if not _deleted(users.get(request["u"])):
-                    users[request["u"]] = note_link(
-                        users.get(request["u"]), request["k"], request["ts"]
+            if isinstance(request, messages.UserLink):  # linked to this user by a conversion
+                if not _deleted(users.get(request.user_id)):
+                    users[request.user_id] = note_link(
+                        users.get(request.user_id), request.key, request.ts
                     )
                 continue
-            state = users.get(request["u"])
+            state = users.get(request.user_id)
             answer = probe(
                 None if _deleted(state) else state,
-                request["u"],
-                request["adv"],
-                conversion_ts=request["ts"],
+                request.user_id,
+                request.advertiser_id,
+                conversion_ts=request.ts,
                 retention_ms=s.retention_ms,
             )
-            await rt.send_keyed(
-                "cs-answer",
-                request["ck"],
-                {"t": "p", "ck": request["ck"], "r": request["r"], "u": request["u"], "a": answer},
+            reply = messages.ProbeAnswer(
+                request.conversion_key, request.round, request.user_id, answer
             )
+            await rt.send_keyed("cs-answer", request.conversion_key, messages.encode(reply))
 
     async def apply_deletions(
         event: Any,
@@ -242,7 +243,7 @@ def register(rt: Any, channel: Any) -> None:
         for key in sorted(keys):
             by_partition[partition_for(key, s.partitions)].append(key)
         for q, part_keys in by_partition.items():
-            await rt.send("cs-ident", None, {"t": "f", "u": user_id, "k": part_keys}, q)
+            await rt.send("cs-ident", None, messages.encode(messages.Forget(user_id, part_keys)), q)
 
     async def forward_sightings(
         sightings: dict[Sighting, list[Any]], *, heartbeat: bool = False
@@ -252,9 +253,10 @@ def register(rt: Any, channel: Any) -> None:
         ``heartbeat`` while they are: the identifiers agents believe it only for a few seconds,
         so a worker that goes away stops vouching for its partitions). Returns the sends'
         delivery futures (a rerouted record is confirmed once its sightings are delivered)."""
-        by_partition: dict[int, list[list[Any]]] = defaultdict(list)
+        by_partition: dict[int, list[messages.Sighting]] = defaultdict(list)
         for (key, user_id, _), seen in sightings.items():
-            by_partition[partition_for(key, s.partitions)].append([key, user_id, *seen])
+            row = messages.Sighting(key, user_id, *seen)  # first, last, count(, families)
+            by_partition[partition_for(key, s.partitions)].append(row)
         # Not for a partition that moved to another worker: its new owner reports it.
         owned = rt.active_partitions(ENGAGEMENT_TOPICS[0])
         marks = {}
@@ -264,16 +266,16 @@ def register(rt: Any, channel: Any) -> None:
             if mark is not None and held is not None:
                 mark = min(mark, held - s.allowed_lateness_ms)
             if mark is not None and mark > sent_marks.get(p, -1):
-                marks[str(p)] = mark
-        idle = {str(p): tracker.idle(p) for p in sorted(owned)}
+                marks[p] = mark
+        idle = {p: tracker.idle(p) for p in sorted(owned)}
         news = idle != sent_idle or (heartbeat and any(idle.values()))
         sent = []
         for q in range(s.partitions):
             batch = by_partition.get(q)
             if batch or marks or news:
-                msg = {"t": "s", "wm": marks, "s": batch or [], "i": idle}
-                sent.append(await rt.send("cs-ident", None, msg, q))
-        sent_marks.update({int(p): m for p, m in marks.items()})
+                msg = messages.Sightings(batch or [], marks, idle)
+                sent.append(await rt.send("cs-ident", None, messages.encode(msg), q))
+        sent_marks.update(marks)
         sent_idle.clear()
         sent_idle.update(idle)
         now_ms = None

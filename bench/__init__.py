@@ -2,5 +2,5 @@
 
 Three stages on the embedded tansu broker, side by side: a raw aiokafka passthrough (the Python
 ceiling), a bare Faust passthrough (Faust's floor) and the full convstream worker. Results are
-printed and appended to ``BENCHMARKS.md``.
+printed and written to ``docs/experiments/runs/``.
 """

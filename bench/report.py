@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,12 +270,18 @@ def markdown(r: Results) -> str:
     return "\n".join(out) + "\n"
 
 
-def append(path: Path, text: str) -> None:
-    """Append a section to ``BENCHMARKS.md``, creating it with a header the first time."""
-    if not path.exists():
-        path.write_text(
-            "# Benchmarks\n\nSections appended by `python -m bench.run`; newest last. How each "
-            "figure is measured: `bench/run.py` and the modules it names.\n"
-        )
-    with path.open("a") as fh:
-        fh.write("\n" + text)
+def write_run(directory: Path, text: str, *, now: float | None = None) -> Path:
+    """Write one run's section as ``directory/<UTC date and time>.md``; returns its path.
+
+    BENCHMARKS.md is the record kept by hand (where each target stands); every run is a file.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> write_run(d, "## a run", now=0).name
+    '1970-01-01T0000Z.md'
+    """
+    stamp = time.strftime("%Y-%m-%dT%H%MZ", time.gmtime(time.time() if now is None else now))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{stamp}.md"
+    path.write_text(text)
+    return path

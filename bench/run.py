@@ -11,7 +11,8 @@ Stages, each on a fresh embedded tansu broker on 127.0.0.1 with the same generat
 ``--scaling`` adds stage 3 at 10k, 100k and 1M input events, and the state-growth stage
 (:mod:`bench.growth`: RSS while the identifier index grows past a million entries, per store;
 ``--growth EVENTS`` runs it alone or at another size). ``--smoke`` runs everything tiny and
-does not touch ``BENCHMARKS.md``. Every broker and process it starts is stopped, even on error.
+writes nothing; otherwise the run goes to ``docs/experiments/runs/<date>.md``. Every broker and
+process it starts is stopped, even on error.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from bench.growth import ENTRIES_PER_EVENT, run_growth
 from bench.passthrough import OUTPUT, PassResult, raw_passthrough
 from bench.pipeline import Profiler, run_latency, run_throughput
 from bench.replay import produce_timed, sized_replay, users_for
-from bench.report import FloorResult, Results, append, markdown
+from bench.report import FloorResult, Results, markdown, write_run
 from bench.topics import create_topics
 from convstream.stream.broker import EmbeddedBroker, free_port
 from convstream.stream.kafka import ensure_topics
@@ -163,14 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--raw-repeat", type=int, help="raw passthrough repetitions (3)")
     parser.add_argument("--profile", type=Path, help="py-spy the Faust and convstream workers")
     parser.add_argument("--workdir", type=Path, help="logs and state (default: a temp dir)")
-    parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
-    parser.add_argument("--no-write", action="store_true", help="do not append to --output")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=REPO / "docs" / "experiments" / "runs",
+        help="directory for this run's dated section",
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not write the run's file")
     parser.add_argument("--note", action="append", default=[], help="a line for the section")
     return parser
 
 
 def run_bench(argv: list[str]) -> Results:
-    """Run what ``argv`` asks for; returns the results (printed, and appended unless smoke)."""
+    """Run what ``argv`` asks for; returns the results (printed, and written unless smoke)."""
     args = build_parser().parse_args(argv)
     stages = set(args.stages.split(",")) - {""}
     if stages - set(STAGES):
@@ -287,8 +293,7 @@ def run_bench(argv: list[str]) -> Results:
     text = markdown(results)
     print(text)
     if write:
-        append(args.output, text)
-        _say(f"appended to {args.output}")
+        _say(f"wrote {write_run(args.output, text)}")
     return results
 
 

@@ -34,7 +34,7 @@ def _live_children() -> list[int]:
 
 def test_smoke_run_reports_positive_rates(tmp_path: Path) -> None:
     before = set(_live_children())
-    output = tmp_path / "BENCHMARKS.md"
+    output = tmp_path / "runs"
     args = ["--smoke", "--workdir", str(tmp_path / "work"), "--output", str(output)]
     # memory:// is the pipeline stages' store already; the growth stage adds RocksDB.
     results = run_bench([*args, "--growth-stores", "rocksdb://"])
@@ -50,5 +50,5 @@ def test_smoke_run_reports_positive_rates(tmp_path: Path) -> None:
     assert rocks.store == "rocksdb://"
     assert rocks.final[1] == 1_000, "the worker consumed the whole replay"
     assert rocks.final[3] > 0
-    assert not output.exists(), "smoke runs never append to BENCHMARKS.md"
+    assert not output.exists(), "smoke runs never write a run file"
     assert set(_live_children()) <= before, "the bench left a broker or worker running"

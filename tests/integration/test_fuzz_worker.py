@@ -186,7 +186,8 @@ def clock_rejects(lines: list[dict[str, Any]], partitions: int, rng: random.Rand
             if len(recent) >= 5:
                 after.append((pos, p, sorted(recent[-64:])[-3]))
     out = []
-    for n, (pos, p, now) in enumerate(rng.sample(after, 12)):
+    assert len(after) >= 2, len(after)
+    for n, (pos, p, now) in enumerate(rng.sample(after, min(12, len(after)))):
         event_id = next(
             f"late-{n}-{i}" for i in range(10_000)
             if partition_for(f"adv-01:Purchase:late-{n}-{i}", partitions) == p

@@ -328,13 +328,14 @@ class Lifecycle:
         key = copy["conversion_key"]
         clock = self.clock(partition)
         existing = self.states.get(key)
-        if existing is None or existing["phase"] == "feedback_first":
-            # A cold clock (a partition's first few conversions) goes by the warm ones here.
-            fallback = None if clock.warm() else consensus(self.clocks.values())
-            verdict = clock.judge(copy["ts"], broker_ts=broker_ts, fallback=fallback)
-            if verdict is not None:
-                detail = clock.explain(copy["ts"], broker_ts=broker_ts, fallback=fallback)
-                return [Reject(verdict, detail)]
+        # Every copy, new or not: a copy far off the clock is junk even under a known key (a
+        # reused event id). A cold clock (a partition's first few conversions) goes by the
+        # warm ones here.
+        fallback = None if clock.warm() else consensus(self.clocks.values())
+        verdict = clock.judge(copy["ts"], broker_ts=broker_ts, fallback=fallback)
+        if verdict is not None:
+            detail = clock.explain(copy["ts"], broker_ts=broker_ts, fallback=fallback)
+            return [Reject(verdict, detail)]
         state, outcome = coordinator.admit(
             existing, copy, clock_ts=clock.now() if clock.warm() else None, policy=self.policy
         )

@@ -425,9 +425,10 @@ def count_rerouted(topic: str, n: int = 1) -> None:
 
 
 def precreate(topics: Iterable[str]) -> None:
-    """Give every (topic, reason) dead-letter series, and every input topic's events-in and
-    rerouted series, the value 0 now: a series that first appears on its first increment hides
-    that increment from ``increase()`` and ``rate()``, so an alert would miss a burst.
+    """Give every (topic, reason) dead-letter series, every input topic's events-in and
+    rerouted series, and every (field, reason) of rejected identifiers the value 0 now: a
+    series that first appears on its first increment hides that increment from ``increase()``
+    and ``rate()``, so an alert would miss a burst.
 
     >>> precreate(["clicks"])
     >>> REGISTRY.get_sample_value(
@@ -439,6 +440,9 @@ def precreate(topics: Iterable[str]) -> None:
         REROUTED.labels(_topic(topic))
         for reason in DEAD_LETTER_REASONS:
             DEAD_LETTER.labels(_topic(topic), reason)
+    for field in REJECTION_FIELDS:
+        for reason in REJECTION_REASONS:
+            IDENTIFIER_REJECTED.labels(_rejected_field(field), _rejected_reason(reason))
 
 
 def count_dedupe(outcome: str) -> None:

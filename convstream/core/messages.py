@@ -66,6 +66,13 @@ class _Message:
 
     TAG: ClassVar[str | None]
     WIRE: ClassVar[dict[str, str]]
+    #: The field whose value is the message's Kafka key (its partition); none: sent to one.
+    ROUTE: ClassVar[str | None] = None
+
+    @property
+    def route(self) -> str:
+        assert self.ROUTE is not None, type(self).__name__
+        return getattr(self, self.ROUTE)
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {} if self.TAG is None else {"t": self.TAG}
@@ -106,9 +113,7 @@ class Lookup(_Message):
     round: int
     ts: int
 
-    @property
-    def route(self) -> str:
-        return self.key
+    ROUTE: ClassVar[str] = "key"
 
 
 @_wire
@@ -122,9 +127,7 @@ class Decided(_Message):
     key: IdentifierKey
     conversion_key: ConversionKey
 
-    @property
-    def route(self) -> str:
-        return self.key
+    ROUTE: ClassVar[str] = "key"
 
 
 @_wire
@@ -138,9 +141,7 @@ class IndexLink(_Message):
     user_id: UserId
     ts: int
 
-    @property
-    def route(self) -> str:
-        return self.key
+    ROUTE: ClassVar[str] = "key"
 
 
 @_wire
@@ -210,9 +211,7 @@ class Probe(_Message):
     advertiser_id: str
     ts: int
 
-    @property
-    def route(self) -> str:
-        return self.user_id
+    ROUTE: ClassVar[str] = "user_id"
 
 
 @_wire
@@ -227,11 +226,10 @@ class UserLink(_Message):
     user_id: UserId
     ts: int
 
-    @property
-    def route(self) -> str:
-        return self.user_id
+    ROUTE: ClassVar[str] = "user_id"
 
 
+@_wire
 @dataclass(frozen=True, slots=True)
 class Confirmed(_Message):
     """Records this users partition forwarded (:mod:`convstream.stream.routing`) are sighted on
@@ -256,9 +254,7 @@ class LookupAnswer(_Message):
     round: int
     answer: IndexAnswer
 
-    @property
-    def route(self) -> str:
-        return self.conversion_key
+    ROUTE: ClassVar[str] = "conversion_key"
 
 
 @_wire
@@ -278,9 +274,7 @@ class ProbeAnswer(_Message):
     user_id: UserId
     answer: UserAnswer
 
-    @property
-    def route(self) -> str:
-        return self.conversion_key
+    ROUTE: ClassVar[str] = "conversion_key"
 
 
 # --- cs-learn: to every partition -------------------------------------------------------------
@@ -325,24 +319,8 @@ Message = (
     | ProbeAnswer
     | Examples
 )
-TYPES: dict[str, Any] = {
-    cls.TAG: cls
-    for cls in (
-        Lookup,
-        Decided,
-        IndexLink,
-        Forget,
-        Sightings,
-        Probe,
-        UserLink,
-        Confirmed,
-        LookupAnswer,
-        ProbeAnswer,
-        Examples,
-    )
-}
 #: The internal topic each message type travels on.
-TOPIC: dict[type, str] = {
+TOPIC: dict[Any, str] = {
     Lookup: "cs-ident",
     Decided: "cs-ident",
     IndexLink: "cs-ident",
@@ -355,6 +333,10 @@ TOPIC: dict[type, str] = {
     ProbeAnswer: "cs-answer",
     Examples: "cs-learn",
 }
+
+
+#: Each message type by its wire tag.
+TYPES: dict[str, Any] = {cls.TAG: cls for cls in TOPIC}
 
 
 def encode(message: Message) -> bytes:

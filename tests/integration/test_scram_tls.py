@@ -91,9 +91,10 @@ class ScramSaslProxy(PlainSaslProxy):
                 error = 0 if mechanism in HASHES else UNSUPPORTED_SASL_MECHANISM
                 body = struct.pack(">hi", error, len(HASHES))
                 body += b"".join(_string(m) for m in HASHES)
+                if error:  # counted before the reply: the client may read it before we resume
+                    self.outcomes["refused"] += 1
                 writer.write(_frame(header + body))
                 if error:
-                    self.outcomes["refused"] += 1
                     await writer.drain()
                     return False
             elif api_key == SASL_AUTHENTICATE and mechanism in HASHES:
@@ -108,14 +109,16 @@ class ScramSaslProxy(PlainSaslProxy):
                 body += struct.pack(">i", len(data)) + data
                 if version >= 1:
                     body += struct.pack(">q", 0)
+                if not ok:  # counted before the reply, as above
+                    self.outcomes["denied"] += 1
+                elif done:
+                    self.outcomes["ok"] += 1
+                    self.mechanisms[mechanism] = self.mechanisms.get(mechanism, 0) + 1
                 writer.write(_frame(header + body))
                 await writer.drain()
                 if not ok:
-                    self.outcomes["denied"] += 1
                     return False
                 if done:
-                    self.outcomes["ok"] += 1
-                    self.mechanisms[mechanism] = self.mechanisms.get(mechanism, 0) + 1
                     return True
                 continue
             else:

@@ -190,6 +190,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     # Event-time clocks of the input partitions (convstream/core/clock.py), one entry each.
     rt.tables["clocks"] = table("event-clocks", value_serializer="raw")
 
+    if settings.coalesce_writes:
+        from convstream.stream import writeback
+
+        rt.tables.update(writeback.install(app, rt.tables))
+
     from convstream.stream.agents import conversions, identifiers, users
 
     def channel(*names: str) -> faust.TopicT:

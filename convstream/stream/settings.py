@@ -50,6 +50,9 @@ class Settings:
     sasl_password: str = ""
     sasl_mechanism: str = "PLAIN"
     ssl_cafile: str = ""
+    # Table writes held in memory and written once per commit (convstream/stream/writeback.py);
+    # off: every write is a changelog message at once, as Faust does it.
+    coalesce_writes: bool = True
     # Batching.
     batch_size: int = 1000
     # Every hop through an internal topic (lookup, answer, probe, answer) waits up to
@@ -173,6 +176,9 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+_BOOLEANS = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
+
+
 def _coerce(type_name: Any, raw: str, name: str) -> Any:
     kind = str(type_name)
     try:
@@ -180,6 +186,8 @@ def _coerce(type_name: Any, raw: str, name: str) -> Any:
             return int(raw)
         if kind == "float":
             return float(raw)
-    except ValueError as exc:
+        if kind == "bool":
+            return _BOOLEANS[raw.strip().lower()]
+    except (ValueError, KeyError) as exc:
         raise ValueError(f"CONVSTREAM_{name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw

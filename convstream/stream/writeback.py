@@ -51,7 +51,9 @@ class WriteBack(MutableMapping[str, Any]):
         return len(self._dirty)
 
     def __getitem__(self, key: str) -> Any:
-        value = self._dirty.get(key, _GONE) if key in self._dirty else self.table[key]
+        if key not in self._dirty:
+            return self.table[key]
+        value = self._dirty[key]
         if value is _GONE:
             raise KeyError(key)
         return value

@@ -90,7 +90,8 @@ def test_the_commit_sensor_flushes_every_cache():
 
 
 def test_coalescing_is_a_setting_read_from_the_environment():
-    assert Settings.from_env({}).coalesce_writes is True
+    assert Settings.from_env({}).coalesce_writes is False
+    assert Settings.from_env({"CONVSTREAM_COALESCE_WRITES": "1"}).coalesce_writes is True
     assert Settings.from_env({"CONVSTREAM_COALESCE_WRITES": "0"}).coalesce_writes is False
     assert Settings.from_env({"CONVSTREAM_COALESCE_WRITES": "False"}).coalesce_writes is False
     with pytest.raises(ValueError, match="CONVSTREAM_COALESCE_WRITES"):

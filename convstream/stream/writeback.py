@@ -44,7 +44,6 @@ class WriteBack(MutableMapping[str, Any]):
         self.table = table
         self.name = name if name is not None else table.name  # type: ignore[attr-defined]
         self._dirty: dict[str, Any] = {}
-        self.flushed = 0  # entries written to the table, in all
 
     @property
     def dirty(self) -> int:
@@ -78,21 +77,17 @@ class WriteBack(MutableMapping[str, Any]):
         self._dirty[key] = _GONE
 
     def pop(self, key: str, default: Any = _GONE) -> Any:
-        if key in self:
-            value = self[key]
-            self._dirty[key] = _GONE
-            return value
-        if default is _GONE:
-            raise KeyError(key)
-        return default
+        value = self.get(key, _GONE)
+        if value is _GONE:
+            if default is _GONE:
+                raise KeyError(key)
+            return default
+        self._dirty[key] = _GONE
+        return value
 
     def __iter__(self) -> Iterator[str]:
-        for key in list(self.table):
-            if key not in self._dirty:
-                yield key
-        for key, value in list(self._dirty.items()):
-            if value is not _GONE:
-                yield key
+        for key, _ in self.items():
+            yield key
 
     def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
         """Live entries, the table's then the new ones; safe to write to while iterating."""
@@ -119,7 +114,6 @@ class WriteBack(MutableMapping[str, Any]):
                 self.table.pop(key, None)
             else:
                 self.table[key] = value
-        self.flushed += len(dirty)
         return len(dirty)
 
 

@@ -6,15 +6,21 @@ batch: the identifiers table alone took more changelog writes than there were in
 :class:`WriteBack` keeps the entries written since the last commit in memory and writes each to
 the table, once, when Faust commits offsets.
 
-Why recovery is as safe as before: Faust commits an input offset only in
+Offsets never run ahead of state: Faust commits an input offset only in
 ``Consumer.force_commit``, which first calls every sensor's ``on_commit_initiated``. The
 :class:`FlushOnCommit` sensor writes the dirty entries there, synchronously, so their changelog
 messages are in the producer's buffer before Faust picks the offsets to commit, and Faust
-flushes that producer before it commits them. An offset is therefore never committed before
-the state its records produced; a crash loses only writes whose records are read again. A
-rebalance commits (Faust waits for the agents, then commits) before the revoke signal, where
-the caches are flushed once more and emptied: an entry whose partition moves away is then read
-from the table, which its new owner rebuilds from the changelog.
+flushes that producer before it commits them; a crash loses only writes whose records are read
+again. A rebalance commits (Faust waits for the agents, then commits) before the revoke signal,
+where the caches are flushed once more and emptied: an entry whose partition moves away is then
+read from the table, which its new owner rebuilds from the changelog.
+
+What this does not cover, and why ``coalesce_writes`` is off by default: a label is sent when
+it is decided, while the conversion state that records its revision reaches the changelog at
+the next commit. A kill in between replays the conversion from older state and can send the
+same revision again with other content (seen once in ``tests/integration/test_crash.py`` on
+``rocksdb://``). Write-through has the same window, but it is milliseconds long, not a commit
+interval.
 """
 
 from __future__ import annotations

@@ -193,7 +193,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     if settings.coalesce_writes:
         from convstream.stream import writeback
 
-        rt.tables.update(writeback.install(app, rt.tables))
+        # The conversion state writes through: it records which revision of a label was sent,
+        # and a label goes out when it is decided, not at the commit that would flush a cached
+        # state (writeback.py says what that window would cost after a kill).
+        coalesced = {name: t for name, t in rt.tables.items() if name != "conversions"}
+        rt.tables.update(writeback.install(app, coalesced))
 
     from convstream.stream.agents import conversions, identifiers, users
 

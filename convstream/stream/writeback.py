@@ -15,12 +15,13 @@ again. A rebalance commits (Faust waits for the agents, then commits) before the
 where the caches are flushed once more and emptied: an entry whose partition moves away is then
 read from the table, which its new owner rebuilds from the changelog.
 
-What this does not cover, and why ``coalesce_writes`` is off by default: a label is sent when
-it is decided, while the conversion state that records its revision reaches the changelog at
-the next commit. A kill in between replays the conversion from older state and can send the
-same revision again with other content (seen once in ``tests/integration/test_crash.py`` on
-``rocksdb://``). Write-through has the same window, but it is milliseconds long, not a commit
-interval.
+Which tables are behind a cache: every one but the conversion state (``convstream/stream/app.py``).
+A label is sent when it is decided, and the conversion state records which revision went out;
+cached, that record would reach the changelog only at the next commit, and a kill in between
+would replay the conversion from older state and could send the same revision again with other
+content (seen in ``tests/integration/test_crash.py`` on ``rocksdb://`` when it was cached).
+Written through, the window is the milliseconds between two sends, as in Faust.
+``coalesce_writes`` is still off by default until the load-sensitive tests have passed on it.
 """
 
 from __future__ import annotations

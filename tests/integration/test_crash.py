@@ -24,8 +24,12 @@ def _gist(lab):
 
 # On the RocksDB store, which must come back from local state plus the changelog tail; the
 # memory store's recovery from changelogs alone is test_recovery.py's. Both take ~70 s.
+# Written through (the default) and with coalesced writes, where the tables but the conversion
+# state reach the changelog only at a commit: a label must still never change content under
+# one revision (with the conversion state cached too, this failed once).
+@pytest.mark.parametrize("coalesce", [False, True], ids=["write-through", "coalesced"])
 @pytest.mark.parametrize("store", ["rocksdb://"])
-def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, store):
+def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, store, coalesce):
     # Checkpoint often: a small replay has few conversions per partition.
     # Redrive soon: the restarted worker must start again rounds whose lookups died with the
     # first one.
@@ -35,6 +39,7 @@ def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, sto
         store=store,
         redrive_after_s=5.0,
         key_turn_timeout_s=20.0,
+        coalesce_writes=coalesce,
     )
     lines, truth = generate(config_from_args("default", seed=31, users=500, days=5))
     expected = {row["conversion_key"] for row in truth}

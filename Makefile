@@ -42,7 +42,10 @@ tools:
 
 test: $(STAMP) tools
 	$(BIN)/ruff check convstream tests bench research
-	CONVSTREAM_REQUIRE_ALL=$(REQUIRE_ALL) $(BIN)/python -m pytest -q
+	@# Two files at a time (most integration tests wait on the broker), then the tests that
+	@# load both cores themselves or need them, one at a time.
+	CONVSTREAM_REQUIRE_ALL=$(REQUIRE_ALL) $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not alone"
+	CONVSTREAM_REQUIRE_ALL=$(REQUIRE_ALL) $(BIN)/python -m pytest -q -m alone
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/core convstream/core

@@ -32,6 +32,7 @@ def busy_cores() -> Iterator[None]:
         p.wait(10)
 
 
+@pytest.mark.alone  # its two busy loops are the load; other tests must not add to it
 def test_demo_on_busy_cores_labels_everything_and_exits_0(tmp_path: Path, busy_cores: None):
     result = subprocess.run(
         [*DEMO, "--workdir", str(tmp_path / "out")],

@@ -21,7 +21,9 @@ from convstream.stream.kafka import produce
 from convstream.stream.runner import wait_for_labels
 from convstream.synth.generate import config_from_args, generate
 
-pytestmark = pytest.mark.integration
+# Alone: a worker on 2,000 conversion keys takes over twice as long as any other test next to
+# another worker (over the 400 s wait once, two files at a time).
+pytestmark = [pytest.mark.integration, pytest.mark.alone]
 
 
 def test_worker_meets_the_match_model_targets(settings, start_worker):

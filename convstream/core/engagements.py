@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from convstream.core.identity import kind_of
+from convstream.core.records import Engagement
 
 UserState = dict[str, Any]
 ProbeAnswer = dict[str, Any]
@@ -84,6 +85,22 @@ def note_link(state: UserState | None, key: str, ts: int) -> UserState:
     if kind in OWN_KINDS:
         state = note_own_identifiers(state, {kind: ts})
     return state
+
+
+def engagement_row(rec: Engagement) -> EngagementRow | None:
+    """The state row of an impression or click; None for a ghost impression (``holdout``),
+    which was never shown: it can never be credited, whichever driver reads it.
+
+    >>> rec = Engagement("view", "i1", 5, "u", "a", "c", "ad", None, None, None)
+    >>> engagement_row(rec)
+    [5, 'view', 'i1', 'a', 'c', 'ad']
+    >>> engagement_row(Engagement("view", "g1", 5, "u", "a", "c", "ad", None, None, None,
+    ...                           holdout=True)) is None
+    True
+    """
+    if rec.holdout:
+        return None
+    return [rec.ts, rec.kind, rec.event_id, rec.advertiser_id, rec.campaign_id, rec.ad_id]
 
 
 def _order(row: EngagementRow) -> tuple[int, str]:

@@ -37,6 +37,7 @@ from convstream.core.coordinator import ConversionState, Policy
 from convstream.core.engagements import (
     OWN_KINDS,
     add_engagements,
+    engagement_row,
     note_link,
     note_own_identifiers,
     probe,
@@ -158,8 +159,8 @@ class OfflineEngine:
         own = {kind: ts for kind, _ in keys if kind in OWN_KINDS}
         if own:
             self.users[user] = note_own_identifiers(self.users.get(user), own)
-        if isinstance(rec, RecordEngagement):
-            row = [ts, rec.kind, rec.event_id, rec.advertiser_id, rec.campaign_id, rec.ad_id]
+        row = engagement_row(rec) if isinstance(rec, RecordEngagement) else None
+        if row is not None:
             self.users[user] = add_engagements(
                 self.users.get(user), [row], retention_ms=self.retention_ms
             )

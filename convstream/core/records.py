@@ -72,7 +72,12 @@ class Invalid(ValueError):
 
 @dataclass(slots=True, frozen=True)
 class Engagement:
-    """An impression (``kind="view"``) or a click on the platform, keyed by user_id."""
+    """An impression (``kind="view"``) or a click on the platform, keyed by user_id.
+
+    ``holdout`` marks a ghost impression: the ad the server would have shown a user held out of
+    the campaign, logged and not shown. It is a sighting of the user's identifiers, never an
+    engagement (``convstream.core.engagements.engagement_row``), and exposure for lift.
+    """
 
     kind: str
     event_id: str
@@ -87,6 +92,7 @@ class Engagement:
     click_id: str | None = None
     #: Identifier values dropped as junk (an all-zero device id): never sighted.
     rejected: tuple[Rejection, ...] = ()
+    holdout: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -256,15 +262,37 @@ def _hashed(obj: dict[str, Any], name: str, hasher: Any, rejected: list[Rejectio
         return None
 
 
+def _holdout(obj: dict[str, Any]) -> bool:
+    value = obj.get("holdout")
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise Invalid("schema", "holdout must be true or false")
+    return value
+
+
 def parse_engagement(raw: bytes | str | None, kind: str) -> Engagement:
-    """Parse an impression (``kind="view"``) or a click (``kind="click"``)."""
+    """Parse an impression (``kind="view"``) or a click (``kind="click"``).
+
+    >>> parse_impression(b'{"event_id":"i1","ts":1767571200000,"user_id":"u","advertiser_id":"a",'
+    ...                  b'"campaign_id":"c","ad_id":"d","holdout":true}').holdout
+    True
+    >>> parse_click(b'{"click_id":"k1","ts":1767571200000,"user_id":"u","advertiser_id":"a",'
+    ...             b'"campaign_id":"c","ad_id":"d","holdout":true}')
+    Traceback (most recent call last):
+    ...
+    convstream.core.records.Invalid: schema: a ghost impression has no click
+    """
     obj = _load(raw)
     click_id = None
     event_id = _opt_str(obj, "event_id")
+    holdout = _holdout(obj)
     if kind == "click":
         click_id = _str(obj, "click_id")
         if event_id is not None and event_id != click_id:
             raise Invalid("schema", "a click's event_id must equal its click_id")
+        if holdout:
+            raise Invalid("schema", "a ghost impression has no click")
         event_id = click_id
     elif event_id is None:
         raise Invalid("missing_field", "event_id")
@@ -282,6 +310,7 @@ def parse_engagement(raw: bytes | str | None, kind: str) -> Engagement:
         device_id=_hashed(obj, "device_id", device_id_hash, rejected),
         click_id=click_id,
         rejected=tuple(rejected),
+        holdout=holdout,
     )
 
 

@@ -26,6 +26,7 @@ from convstream.core.clock import EventClock, consensus
 from convstream.core.engagements import (
     OWN_KINDS,
     add_engagements,
+    engagement_row,
     note_link,
     note_own_identifiers,
     probe,
@@ -155,9 +156,9 @@ def register(rt: Any, channel: Any) -> None:
                 keys = engagement_identifiers(
                     rec.ip, rec.user_agent, rec.device_id, click_id=rec.click_id
                 )
-                rows[rec.user_id].append(
-                    [rec.ts, rec.kind, rec.event_id, rec.advertiser_id, rec.campaign_id, rec.ad_id]
-                )
+                row = engagement_row(rec)
+                if row is not None:  # a ghost impression: a sighting, never an engagement
+                    rows[rec.user_id].append(row)
             families = sighting_families(rec.user_agent, rec.ts)
             for kind, key in keys:
                 known = seen_keys[rec.user_id]

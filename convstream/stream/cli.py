@@ -121,13 +121,22 @@ def _generator_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from convstream.synth.generate import generate, write_replay, write_truth
+    from convstream.synth.generate import (
+        campaign_truth_path,
+        generate_all,
+        write_replay,
+        write_truth,
+    )
 
-    lines, truth = generate(_generator_config(args))
-    write_replay(args.output, lines)
-    write_truth(args.truth, truth)
+    generated = generate_all(_generator_config(args))
+    write_replay(args.output, generated.lines)
+    write_truth(args.truth, generated.truth)
+    campaigns = campaign_truth_path(args.truth)
+    write_truth(campaigns, generated.campaigns)
     print(
-        f"wrote {len(lines)} events to {args.output} and {len(truth)} conversions to {args.truth}"
+        f"wrote {len(generated.lines)} events to {args.output}, {len(generated.truth)} "
+        f"conversions to {args.truth} and {len(generated.campaigns)} campaigns' true lift "
+        f"to {campaigns}"
     )
     return 0
 
@@ -243,7 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("generate", "write synthetic traffic and its ground truth")
     p.add_argument("-o", "--output", default="replay.jsonl", help="replay file")
-    p.add_argument("--truth", default="truth.jsonl", help="truth file")
+    p.add_argument(
+        "--truth",
+        default="truth.jsonl",
+        help="truth file; each campaign's true lift goes next to it (truth.campaigns.jsonl)",
+    )
     _generator_args(p, seed=None)
     p.set_defaults(func=cmd_generate)
 

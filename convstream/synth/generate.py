@@ -6,11 +6,18 @@ IPs, common user agents, ads shown and clicked, and conversions reported by pixe
 partial identifiers. Non-platform "strangers" convert from the same IP pools. Same config, same
 bytes: everything draws from one ``random.Random(seed)`` and time starts at a fixed epoch.
 
+Every campaign holds a share of users out (``holdout_share``): the ad server logs the ad it
+would have shown them as a *ghost impression* (``"holdout": true``) and shows nothing, so no
+click follows. Each ad-driven visit has a lift share, the probability that the ad caused it;
+a held-out user makes such a visit anyway with probability one minus that share (it becomes
+organic). What the holdouts change draws from streams of their own, so the traffic of exposed
+users is the traffic of a world without holdouts (``holdout_share=0``), byte for byte.
+
 >>> lines, truth = generate(GeneratorConfig(users=60, days=3, seed=3))
 >>> lines == generate(GeneratorConfig(users=60, days=3, seed=3))[0]
 True
 >>> sorted(lines[0]), sorted(truth[0])[:4]
-(['topic', 'value'], ['advertiser_id', 'conversion_key', 'event_id', 'event_name'])
+(['topic', 'value'], ['advertiser_id', 'campaign_id', 'conversion_key', 'event_id'])
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from convstream.core.units import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
 
 ReplayLine = dict[str, Any]
 TruthRow = dict[str, Any]
+CampaignTruthRow = dict[str, Any]
 
 #: Simulation epoch: 2026-01-05T00:00:00Z, a Monday. Never wall-clock.
 START_MS = 1_767_571_200_000
@@ -119,6 +127,14 @@ class GeneratorConfig:
     capi_delay_min_s: float = 600.0
     capi_delay_max_s: float = 6 * 3600.0
     feedback_rate: float = 0.1
+    # Incrementality. Users held out of each campaign (assignment hashed from the seed, user and
+    # campaign, so it is stable); the share of campaigns whose ads cause nothing; the lift share
+    # range of the others (the probability that the ad caused an ad-driven visit, before the
+    # segment, recency and frequency factors of _lift_share). Drawn from separate streams, as
+    # ua_upgrade_rate: exposed users' traffic does not depend on them.
+    holdout_share: float = 0.10
+    zero_lift_campaign_share: float = 0.25
+    campaign_lift_range: tuple[float, float] = (0.3, 0.9)
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.days < 1 or self.advertisers < 1:
@@ -131,6 +147,13 @@ class GeneratorConfig:
             raise ValueError("need 0 < capi_delay_min_s <= capi_delay_max_s")
         if self.both_channels_rate + self.pixel_only_rate > 1.0:
             raise ValueError("both_channels_rate + pixel_only_rate must be <= 1")
+        if not 0.0 <= self.holdout_share < 1.0:
+            raise ValueError("holdout_share must be in [0, 1)")
+        if not 0.0 <= self.zero_lift_campaign_share <= 1.0:
+            raise ValueError("zero_lift_campaign_share must be in [0, 1]")
+        lo, hi = self.campaign_lift_range
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError("campaign_lift_range must be 0 <= lo <= hi <= 1")
 
 
 _HEAVY_SHARING: dict[str, Any] = {
@@ -350,9 +373,24 @@ class _Advertiser:
     customers: dict[int, str] = field(default_factory=dict)  # person number -> hashed id
 
 
+@dataclass(slots=True, frozen=True)
+class _Shown:
+    """One (ghost) impression and the click it drew (for a ghost: the click it would have)."""
+
+    campaign_id: str
+    ts: int
+    click_ts: int | None
+    ghost: bool
+
+
 @dataclass(slots=True)
 class _Visit:
-    """A person on an advertiser's site at ``ts``; ``keep_ip`` reuses the ad session's IP."""
+    """A person on an advertiser's site at ``ts``; ``keep_ip`` reuses the ad session's IP.
+
+    ``cause`` is the impression that drove an ad-driven visit (click- or view-through),
+    ``lift`` the probability that it caused the visit; ``happened`` is False for a held-out
+    user's visit that the ad would have caused: drawn like any visit, never emitted.
+    """
 
     ts: int
     advertiser: int
@@ -365,6 +403,9 @@ class _Visit:
     click_id: str | None = None
     channel: str = "both"
     external_id: str | None = None
+    cause: _Shown | None = None
+    lift: float = 0.0
+    happened: bool = True
 
 
 @dataclass(slots=True)
@@ -377,6 +418,9 @@ class _Truth:
     user_id: str | None
     kind: str
     identifiers: list[str]  # merged over the copies, em/ph hashed
+    cause: _Shown | None = None
+    lift: float = 0.0
+    happened: bool = True
 
 
 def _identifier_keys(
@@ -434,8 +478,14 @@ class _World:
             for old, new in itertools.pairwise(versions)
         }
         self.upgrade_rng = random.Random(cfg.seed * 1_000_003 + 17)
+        # Holdout survival draws, and the campaigns' lift shares: a stream of their own.
+        self.lift_rng = random.Random(cfg.seed * 1_000_003 + 29)
+        # (user_id, campaign_id) -> ts of every impression, ghosts included
+        self.exposures: dict[tuple[str, str], list[int]] = {}
+        self.engagement_campaign: dict[str, str] = {}  # shown impression or click -> campaign
         self._build_networks()
         self._build_advertisers()
+        self._build_campaign_lifts()
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -492,6 +542,46 @@ class _World:
         weights = [1.0 / (i + 1) ** 0.8 for i in range(cfg.advertisers)]
         rng.shuffle(weights)
         self.adv_cum = list(itertools.accumulate(weights))
+
+    def _build_campaign_lifts(self) -> None:
+        """Each campaign's lift share; ``zero_lift_campaign_share`` of them cause nothing."""
+        cfg, rng = self.cfg, self.lift_rng
+        self.campaign_advertiser = {
+            c: adv.advertiser_id for adv in self.advertisers for c, _ in adv.ads
+        }
+        campaigns = sorted(self.campaign_advertiser)
+        zero = set(rng.sample(campaigns, round(len(campaigns) * cfg.zero_lift_campaign_share)))
+        self.campaign_lift = {
+            c: 0.0 if c in zero else rng.uniform(*cfg.campaign_lift_range) for c in campaigns
+        }
+
+    def in_holdout(self, user_id: str, campaign_id: str) -> bool:
+        """Whether the user is in the campaign's holdout: a hash, stable whatever else is drawn."""
+        if self.cfg.holdout_share <= 0:
+            return False
+        digest = hashlib.sha256(f"{self.cfg.seed}:{user_id}:{campaign_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") < self.cfg.holdout_share * 2**64
+
+    def _lift_share(self, p: _Person, v: _Visit) -> float:
+        """The probability that the ad caused ad-driven visit ``v``: the campaign's share,
+        times a segment factor (users who buy a lot anyway are moved less), a recency factor
+        (from 1 right after the impression or click down to 0.5, time constant a day) and a
+        frequency factor (the n-th exposure to the campaign adds less than the first:
+        4 / (4 + earlier exposures)).
+        """
+        shown = v.cause
+        assert shown is not None and p.user_id is not None
+        share = self.campaign_lift[shown.campaign_id]
+        if share <= 0.0:
+            return 0.0
+        segment = 0.5 if p.propensity >= 1.5 else (1.3 if p.propensity < 0.6 else 1.0)
+        since = v.ts - (shown.click_ts if shown.click_ts is not None else shown.ts)
+        recency = 0.5 + 0.5 * math.exp(-max(0, since) / DAY_MS)
+        earlier = bisect.bisect_left(
+            sorted(self.exposures[(p.user_id, shown.campaign_id)]), shown.ts
+        )
+        frequency = 4.0 / (4.0 + earlier)
+        return min(1.0, share * segment * recency * frequency)
 
     def _new_household(self) -> _Household:
         cfg, rng = self.cfg, self.rng
@@ -634,14 +724,19 @@ class _World:
 
     def _engagement(
         self, p: _Person, ts: int, a: int, ctx: tuple[_Device, str | None, str | None, str | None]
-    ) -> int | None:
-        """Emit an impression of advertiser ``a`` and maybe its click; return the click's ts."""
+    ) -> _Shown:
+        """Emit an impression of advertiser ``a`` and maybe its click.
+
+        For a user in the campaign's holdout the impression is a ghost (``"holdout": true``) and
+        the click is drawn but never happens: the same draws keep the world of everyone else.
+        """
         rng = self.rng
         device, ip, ua, device_id = ctx
         adv = self.advertisers[a]
         ad = rng.choice(adv.ads)
         user_id = p.user_id
         assert user_id is not None
+        ghost = self.in_holdout(user_id, ad[0])
         imp_id = self._token("imp-")
         value = {
             "event_id": imp_id,
@@ -654,19 +749,30 @@ class _World:
             "user_agent": ua,
             "device_id": device_id,
         }
+        if ghost:
+            value["holdout"] = True
         self._emit("impressions", ts + self._platform_delay(), value)
+        # A ghost is a real ad request from the user's device: a sighting like any impression.
         self._sight(user_id, ts, _identifier_keys(None, None, None, device_id, ip, ua))
-        self.engagements.setdefault((user_id, adv.advertiser_id), []).append((ts, "view", imp_id))
+        self.exposures.setdefault((user_id, ad[0]), []).append(ts)
+        if not ghost:
+            engagements = self.engagements.setdefault((user_id, adv.advertiser_id), [])
+            engagements.append((ts, "view", imp_id))
+            self.engagement_campaign[imp_id] = ad[0]
         if rng.random() >= p.ctr:
-            return None
+            return _Shown(ad[0], ts, None, ghost)
         click_ts = ts + rng.randrange(2 * SECOND_MS, 45 * SECOND_MS)
         click_id = self._token("clk-")
+        arrival = click_ts + self._platform_delay()
+        if ghost:
+            return _Shown(ad[0], ts, click_ts, ghost)
         click = dict(value, event_id=click_id, ts=click_ts, click_id=click_id)
-        self._emit("clicks", click_ts + self._platform_delay(), click)
+        self._emit("clicks", arrival, click)
         self._sight(user_id, click_ts, _identifier_keys(click_id, None, None, device_id, ip, ua))
         self.engagements[(user_id, adv.advertiser_id)].append((click_ts, "click", click_id))
+        self.engagement_campaign[click_id] = ad[0]
         self.cookies.setdefault((device.device_id, a), []).append((click_ts, click_id))
-        return click_ts
+        return _Shown(ad[0], ts, click_ts, ghost)
 
     def _login(self, p: _Person) -> None:
         rng = self.rng
@@ -710,7 +816,20 @@ class _World:
                 v.device, v.keep_ip = self._new_device(), False
             elif v.device is None:
                 v.device = rng.choice(p.devices)
+            if v.cause is not None:
+                self._counterfactual(p, v)
             self._visit(p, v)
+
+    def _counterfactual(self, p: _Person, v: _Visit) -> None:
+        """An ad-driven visit's lift share; for a held-out user, whether it happens anyway (as
+        an organic visit, probability 1 - share) or not at all."""
+        v.lift = self._lift_share(p, v)
+        assert v.cause is not None
+        if v.cause.ghost:
+            if self.lift_rng.random() < v.lift:
+                v.happened = False
+            else:
+                v.kind = "organic"
 
     def _session(self, p: _Person, visits: list[_Visit]) -> None:
         """A few impressions on one device and network; clicks and the visits they cause."""
@@ -722,9 +841,9 @@ class _World:
         for _ in range(1 + _poisson(rng, cfg.impressions_per_session - 1)):
             t += rng.randrange(3 * SECOND_MS, 90 * SECOND_MS)
             a = self._pick_advertiser(p, cfg.targeting_rate)
-            click_ts = self._engagement(p, t, a, (device, ip, ua, device_id))
-            if click_ts is not None:
-                t = click_ts
+            shown = self._engagement(p, t, a, (device, ip, ua, device_id))
+            if shown.click_ts is not None:
+                t = shown.click_ts
                 if rng.random() < min(0.9, cfg.click_conversion_rate * p.propensity):
                     soon = rng.random() < 0.6
                     if soon:
@@ -733,12 +852,14 @@ class _World:
                         delay = HOUR_MS + min(7 * DAY_MS, int(rng.expovariate(1 / (36 * HOUR_MS))))
                     if rng.random() < cfg.same_device_rate:
                         # A quick conversion on the clicking device stays on the session's network.
-                        visits.append(_Visit(t + delay, a, "click_through", device, ip, soon))
+                        visit = _Visit(t + delay, a, "click_through", device, ip, soon)
                     else:
-                        visits.append(_Visit(t + delay, a, "click_through"))
+                        visit = _Visit(t + delay, a, "click_through")
+                    visit.cause = shown
+                    visits.append(visit)
             elif rng.random() < min(0.5, cfg.view_conversion_rate * p.propensity):
                 delay = MINUTE_MS + min(23 * HOUR_MS, int(rng.expovariate(1 / (4 * HOUR_MS))))
-                visits.append(_Visit(t + delay, a, "view_through"))
+                visits.append(_Visit(t + delay, a, "view_through", cause=shown))
 
     def _cookie_click(self, device: _Device, a: int, ts: int) -> str | None:
         """The pixel's click-id cookie: the device's latest click on this advertiser."""
@@ -778,7 +899,8 @@ class _World:
         return len(names)
 
     def _conversion(self, p: _Person, v: _Visit, ts: int, name: str) -> None:
-        """One conversion of visit ``v``: its pixel and/or CAPI copies and its truth row."""
+        """One conversion of visit ``v``: its pixel and/or CAPI copies and its truth row (for a
+        visit that did not happen, drawn alike and kept out of the replay and the truth)."""
         rng = self.rng
         adv = self.advertisers[v.advertiser]
         event_id = self._token("ord-" if name == "Purchase" else "evt-")
@@ -800,7 +922,8 @@ class _World:
                 "currency": adv.currency,
                 "user_data": user_data,
             }
-            self._emit("conversions", arrival, event)
+            if v.happened:
+                self._emit("conversions", arrival, event)
         # Identifiers merged over the copies; em/ph hashed (a raw value hashes to the same).
         merged = {
             f: next((ud[f] for _, _, ud in copies if ud[f] is not None), None)
@@ -816,9 +939,9 @@ class _World:
         )
         key = f"{adv.advertiser_id}:{name}:{event_id}"
         kind = v.kind if p.user_id is not None else "stranger"
-        self.truth.append(
-            _Truth(key, adv.advertiser_id, name, event_id, ts, p.user_id, kind, identifiers)
-        )
+        truth = _Truth(key, adv.advertiser_id, name, event_id, ts, p.user_id, kind, identifiers)
+        truth.cause, truth.lift, truth.happened = v.cause, v.lift, v.happened
+        self.truth.append(truth)
 
     def _pixel_data(self, p: _Person, v: _Visit) -> dict[str, str | None]:
         """Browser pixel: IP and UA always, the click-id cookie often, hashed em/ph rarely."""
@@ -881,7 +1004,7 @@ class _World:
             a = self._pick_advertiser(p, 0.7)
             made += self._visit(p, _Visit(self._random_ts(), a, "stranger", rng.choice(p.devices)))
 
-    def run(self) -> tuple[list[ReplayLine], list[TruthRow]]:
+    def run(self) -> Generated:
         cfg, rng = self.cfg, self.rng
         sizes = range(1, len(cfg.household_size_weights) + 1)
         households: list[_Household] = []
@@ -897,12 +1020,14 @@ class _World:
         self.simulate_strangers(households, len(self.truth))
         return self._finish()
 
-    def _finish(self) -> tuple[list[ReplayLine], list[TruthRow]]:
+    def _finish(self) -> Generated:
         cfg, rng = self.cfg, self.rng
         self.truth.sort(key=lambda t: (t.ts, t.key))
         for t in self.truth:
             if rng.random() < cfg.feedback_rate:
                 fts = t.ts + rng.randrange(DAY_MS, 3 * DAY_MS + 1)
+                if not t.happened:
+                    continue
                 value = {
                     "advertiser_id": t.advertiser_id,
                     "event_id": t.event_id,
@@ -918,7 +1043,8 @@ class _World:
             if topic == "impressions" or topic == "clicks":
                 position[value["event_id"]] = i
             lines.append({"topic": topic, "value": value})
-        return lines, [self._truth_row(t, position) for t in self.truth]
+        rows = [self._truth_row(t, position) for t in self.truth if t.happened]
+        return Generated(lines, rows, self._campaign_truth())
 
     def _truth_row(self, t: _Truth, position: dict[str, int]) -> TruthRow:
         linkable = False
@@ -930,6 +1056,10 @@ class _World:
             last_touch = _last_touch(
                 self.engagements.get((t.user_id, t.advertiser_id), []), t.ts, position
             )
+        campaign_id = t.cause.campaign_id if t.cause is not None else None
+        if campaign_id is None and last_touch is not None:
+            campaign_id = self.engagement_campaign[last_touch["engagement_id"]]
+        exposed_effect = t.cause is not None and not t.cause.ghost
         return {
             "conversion_key": t.key,
             "advertiser_id": t.advertiser_id,
@@ -940,7 +1070,78 @@ class _World:
             "kind": t.kind,
             "last_touch": last_touch,
             "linkable": linkable,
+            "incremental_probability": round(t.lift, 6) if exposed_effect else 0.0,
+            "campaign_id": campaign_id,
+            "holdout": campaign_id is not None
+            and t.user_id is not None
+            and self.in_holdout(t.user_id, campaign_id),
         }
+
+    def _campaign_truth(self) -> list[CampaignTruthRow]:
+        """Each campaign's true intent-to-treat lift (docs/design.md, "True lift").
+
+        Users enter a campaign at their first (ghost) impression of it; their outcome is the
+        number of conversions at the campaign's advertiser from then to the end of the
+        attribution window (:data:`CLICK_WINDOW_MS`). Exposed, a user makes every visit drawn
+        for them; held out, each visit the campaign's ads would have caused happens with
+        probability 1 - its lift share. So for every eligible user, ``y1`` (conversions if
+        exposed) and ``tau`` (their expected loss if held out: the lift shares of the
+        conversions the campaign would cause) are known, held out or not, and the truth is
+        the expectation over the holdout draws: ``true_lift = sum(tau) / sum(y1 - tau)``,
+        ``true_incremental = exposed_users * mean(tau)`` (scaled to the exposed group).
+        """
+        first: dict[tuple[str, str], int] = {}
+        by_user: dict[tuple[str, str], list[str]] = {}  # (user_id, advertiser_id) -> campaigns
+        for (user_id, campaign_id), times in self.exposures.items():
+            first[(user_id, campaign_id)] = min(times)
+            adv = self.campaign_advertiser[campaign_id]
+            by_user.setdefault((user_id, adv), []).append(campaign_id)
+        y1: dict[tuple[str, str], int] = dict.fromkeys(first, 0)
+        tau: dict[tuple[str, str], float] = dict.fromkeys(first, 0.0)
+        observed: dict[tuple[str, str], int] = dict.fromkeys(first, 0)
+        for t in self.truth:
+            if t.user_id is None:
+                continue
+            for campaign_id in by_user.get((t.user_id, t.advertiser_id), ()):
+                key = (t.user_id, campaign_id)
+                if not first[key] <= t.ts <= first[key] + CLICK_WINDOW_MS:
+                    continue
+                caused_here = t.cause is not None and t.cause.campaign_id == campaign_id
+                observed[key] += t.happened
+                # A visit that did not happen is a would-be conversion only for its own
+                # campaign; for another it happened in neither arm.
+                if t.happened or caused_here:
+                    y1[key] += 1
+                if caused_here:
+                    tau[key] += t.lift
+        per_campaign: dict[str, list[tuple[str, str]]] = {c: [] for c in self.campaign_advertiser}
+        for key in first:
+            per_campaign[key[1]].append(key)
+        out = []
+        for campaign_id, keys in sorted(per_campaign.items()):
+            held = [k for k in keys if self.in_holdout(k[0], campaign_id)]
+            n_exposed = len(keys) - len(held)
+            sum_tau, sum_y1 = math.fsum(tau[k] for k in keys), sum(y1[k] for k in keys)
+            baseline = sum_y1 - sum_tau
+            held_set = set(held)
+            out.append(
+                {
+                    "campaign_id": campaign_id,
+                    "advertiser_id": self.campaign_advertiser[campaign_id],
+                    "holdout_share": self.cfg.holdout_share,
+                    "lift_share": round(self.campaign_lift[campaign_id], 6),
+                    "zero_lift": self.campaign_lift[campaign_id] == 0.0,
+                    "window_ms": CLICK_WINDOW_MS,
+                    "exposed_users": n_exposed,
+                    "holdout_users": len(held),
+                    "exposed_conversions": sum(observed[k] for k in keys if k not in held_set),
+                    "holdout_conversions": sum(observed[k] for k in held),
+                    "true_incremental": round(n_exposed * sum_tau / len(keys), 6) if keys else 0.0,
+                    "true_baseline": round(n_exposed * baseline / len(keys), 6) if keys else 0.0,
+                    "true_lift": round(sum_tau / baseline, 6) if baseline > 0 else None,
+                }
+            )
+        return out
 
 
 def _last_touch(
@@ -988,6 +1189,27 @@ def _conversion_value(rng: random.Random, adv: _Advertiser, name: str) -> float:
 # --- public API --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Generated:
+    """One generated data set: the replay, a truth row per conversion, one per campaign."""
+
+    lines: list[ReplayLine]
+    truth: list[TruthRow]
+    campaigns: list[CampaignTruthRow]
+
+
+def generate_all(config: GeneratorConfig | None = None) -> Generated:
+    """:func:`generate`, with the per-campaign truth of :meth:`_World._campaign_truth` too.
+
+    >>> g = generate_all(GeneratorConfig(users=80, days=3, seed=2))
+    >>> sorted(g.campaigns[0])[:4]
+    ['advertiser_id', 'campaign_id', 'exposed_conversions', 'exposed_users']
+    >>> any(line["value"].get("holdout") for line in g.lines if line["topic"] == "impressions")
+    True
+    """
+    return _World(config or GeneratorConfig()).run()
+
+
 def generate(config: GeneratorConfig | None = None) -> tuple[list[ReplayLine], list[TruthRow]]:
     """Simulate the world of ``config``: (replay lines in arrival order, truth rows by ts).
 
@@ -999,7 +1221,14 @@ def generate(config: GeneratorConfig | None = None) -> tuple[list[ReplayLine], l
     rule of :data:`CLICK_WINDOW_MS`/:data:`VIEW_WINDOW_MS` over the converter's engagements with
     that advertiser, equal timestamps going to the later line of the replay. ``linkable``: one of
     the conversion's identifiers (merged over its copies) was sighted for the converter in
-    impressions, clicks or identity at or before the conversion ts.
+    impressions, clicks or identity at or before the conversion ts (ghost impressions count:
+    the request came from the user's device). ``last_touch`` never names a ghost impression.
+
+    Incrementality: ``campaign_id`` is the campaign whose (ghost) impression drove the visit
+    (ad-driven visits, and held-out users' visits that happened anyway, which are ``organic``),
+    else the last touch's campaign, else None; ``holdout`` whether the converter is in that
+    campaign's holdout; ``incremental_probability`` the probability that the ads caused the
+    conversion: the visit's lift share for an exposed user's click- or view-through, else 0.
 
     >>> lines, truth = generate(GeneratorConfig(users=50, days=2, seed=1))
     >>> {line["topic"] for line in lines} >= {"impressions", "clicks", "identity", "conversions"}
@@ -1007,7 +1236,19 @@ def generate(config: GeneratorConfig | None = None) -> tuple[list[ReplayLine], l
     >>> len(truth) == len({row["conversion_key"] for row in truth})
     True
     """
-    return _World(config or GeneratorConfig()).run()
+    generated = generate_all(config)
+    return generated.lines, generated.truth
+
+
+def campaign_truth_path(truth_path: str | Path) -> Path:
+    """Where the per-campaign truth goes, next to the truth file.
+
+    >>> str(campaign_truth_path("out/truth.jsonl")), str(campaign_truth_path("t"))
+    ('out/truth.campaigns.jsonl', 't.campaigns.jsonl')
+    """
+    path = Path(truth_path)
+    stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
+    return path.with_name(f"{stem}.campaigns.jsonl")
 
 
 def _write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
@@ -1040,10 +1281,11 @@ def summarize(lines: Sequence[ReplayLine], truth: Sequence[TruthRow]) -> dict[st
     sources: dict[str, set[str]] = {}
     raw_pii = 0
     ip_users: dict[str, set[str]] = {}
-    platform_events = null_ip = relay_ip = 0
+    platform_events = null_ip = relay_ip = ghosts = 0
     for line in lines:
         topic, v = line["topic"], line["value"]
         topics[topic] = topics.get(topic, 0) + 1
+        ghosts += topic == "impressions" and bool(v.get("holdout"))
         if topic == "conversions":
             key = f"{v['advertiser_id']}:{v['event_name']}:{v['event_id']}"
             sources.setdefault(key, set()).add(v["source"])
@@ -1073,6 +1315,7 @@ def summarize(lines: Sequence[ReplayLine], truth: Sequence[TruthRow]) -> dict[st
         "dedupe_pair_share": _ratio(sum(len(s) == 2 for s in sources.values()), len(sources)),
         "raw_pii_values": raw_pii,
         "impression_share": _ratio(topics["impressions"], platform_events),
+        "ghost_impression_share": _ratio(ghosts, topics["impressions"]),
         "null_ip_share": _ratio(null_ip, platform_events),
         "relay_ip_share": _ratio(relay_ip, platform_events),
         "mean_users_per_ip": _ratio(sum(len(u) for u in ip_users.values()), n_ips),

@@ -9,6 +9,7 @@ from convstream.core.engagements import engagement_row
 from convstream.core.engine import run_offline
 from convstream.core.matching.model import MatchModel
 from convstream.core.records import Invalid, parse_click, parse_impression
+from convstream.synth.generate import GeneratorConfig, generate
 
 T = 1_767_571_200_000
 MIN = 60_000
@@ -68,6 +69,20 @@ def test_a_shown_impression_gets_the_credit_the_same_ghost_never_does():
     # The ghost still identifies the user (its device id is a sighting) but gets no credit.
     assert ghost["user_id"] == "u1" and ghost["match_method"] == "deterministic:dev"
     assert ghost["credits"] == [] and ghost["label_weight"] == 0.0
+
+
+def test_no_label_of_a_generated_replay_credits_a_ghost_impression():
+    lines, _ = generate(GeneratorConfig(seed=3, users=250, days=4, holdout_share=0.3))
+    ghosts = {
+        line["value"]["event_id"]
+        for line in lines
+        if line["topic"] == "impressions" and line["value"].get("holdout")
+    }
+    credited = {
+        c["engagement_id"] for label in run_offline(lines, MatchModel) for c in label["credits"]
+    }
+    assert ghosts and credited
+    assert not ghosts & credited
 
 
 def test_parser_reads_holdout_and_refuses_a_ghost_click():

@@ -196,9 +196,15 @@ def test_every_topic_has_exact_fields_and_types(small_runs):
         "user_agent",
         "device_id",
     ]
+    ghosts = 0
     for v in topics["impressions"]:
-        assert list(v) == engagement_fields
+        # A ghost impression (a held-out user's) says so; any other has no holdout field.
+        ghost = "holdout" in v
+        assert list(v) == engagement_fields + (["holdout"] if ghost else [])
+        assert not ghost or v["holdout"] is True
+        ghosts += ghost
         _check_engagement(v, end_ms)
+    assert 0 < ghosts < len(topics["impressions"]) / 4
     for v in topics["clicks"]:
         assert list(v) == engagement_fields + ["click_id"]
         _check_engagement(v, end_ms)
@@ -272,6 +278,9 @@ def test_truth_rows_shape(small_runs):
             "kind",
             "last_touch",
             "linkable",
+            "incremental_probability",
+            "campaign_id",
+            "holdout",
         ]
         assert row["kind"] in KINDS
         assert (row["kind"] == "stranger") == (row["user_id"] is None)
@@ -536,7 +545,7 @@ def test_truth_agrees_with_brute_force(profile):
         v, topic = line["value"], line["topic"]
         if topic in ("impressions", "clicks", "identity"):
             sightings.append((v["user_id"], v["ts"], _keys(v, ip=v["ip"], ua=v["user_agent"])))
-        if topic in ("impressions", "clicks"):
+        if topic in ("impressions", "clicks") and not v.get("holdout"):  # a ghost was not shown
             kind = "click" if topic == "clicks" else "view"
             engagements.append((v["user_id"], v["advertiser_id"], v["ts"], i, kind, v["event_id"]))
         if topic == "conversions":

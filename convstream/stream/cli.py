@@ -1,4 +1,5 @@
-"""The ``convstream`` command: broker, worker, generate, replay, labels, evaluate, quality, demo.
+"""The ``convstream`` command: broker, worker, generate, replay, labels, evaluate, quality, lift,
+demo.
 
 Ordinary mistakes (a missing file, a wrong flag, an unreachable broker, a busy port) end with
 one line on stderr and exit code 2; ``convstream --debug ...`` shows the traceback as well.
@@ -204,6 +205,12 @@ def cmd_quality(args: argparse.Namespace) -> int:
     return run_quality(args, _settings(args))
 
 
+def cmd_lift(args: argparse.Namespace) -> int:
+    from convstream.stream.lift_cli import run_lift
+
+    return run_lift(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from convstream.stream.demo import run_demo
 
@@ -321,6 +328,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-days", type=float, default=7.0, help="event-time window (days)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_quality)
+
+    p = command("lift", "each campaign's lift from its holdout (ghost impressions), over a replay")
+    p.add_argument("--replay", required=True, help="a replay file (its impressions and ghosts)")
+    p.add_argument(
+        "--labels",
+        help="labels whose users are the converters (default: the offline engine's, on the replay)",
+    )
+    p.add_argument(
+        "--truth", help="truth file: adds true lift and coverage (campaign truth beside it)"
+    )
+    p.add_argument("--campaigns", help="campaign truth file (default: next to --truth)")
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        help="take the converters from --truth (perfect matching) instead of labels",
+    )
+    p.add_argument("--partitions", type=int, default=4, help="partitions of the offline run")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_lift)
 
     p = command("demo", "broker + worker + generate + replay + evaluate, in demo-out/")
     _generator_args(p, seed=7)

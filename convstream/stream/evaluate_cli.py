@@ -9,8 +9,11 @@ from typing import Any
 import orjson
 
 from convstream.core.evaluation import evaluate
-from convstream.stream.inputs import read_labels, read_replay, read_truth
+from convstream.core.lift import LiftEstimate
+from convstream.core.lift_evaluation import LiftScore, format_lift_table, format_summary
+from convstream.stream.inputs import read_campaigns, read_labels, read_replay, read_truth
 from convstream.stream.report import glossary_text
+from convstream.synth.generate import campaign_truth_path
 
 #: Rows of the side-by-side table: a key of ``EvalReport.as_dict()`` and its title.
 COLUMNS = (
@@ -100,11 +103,27 @@ def problems(report: dict[str, Any], *, min_coverage: float, source: str = "labe
     return out
 
 
+def _lift(
+    replay: list[dict[str, Any]], labels: list[dict[str, Any]], truth_path: str
+) -> tuple[list[LiftEstimate], LiftScore] | None:
+    """The labels' campaign lift scored against the campaign truth beside the truth file;
+    None when there is none (a truth file from before holdouts)."""
+    from convstream.stream.lift_cli import lift_of
+
+    path = campaign_truth_path(truth_path)
+    if not path.exists():
+        return None
+    estimates, score = lift_of(replay, labels, read_campaigns(path))
+    assert score is not None
+    return estimates, score
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     labels = read_labels(args.labels)
     truth = read_truth(args.truth)
     report = evaluate(labels, truth)
     reports = {"worker": report.as_dict()}
+    lift: tuple[list[LiftEstimate], LiftScore] | None = None
     warnings = problems(reports["worker"], min_coverage=args.min_coverage)
     if args.report:
         from convstream.stream.report import render_report
@@ -127,13 +146,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
             reports["model offline"], min_coverage=args.min_coverage, source="offline labels"
         ):
             warnings.append(f"--replay {args.replay}: {problem}")
+        lift = _lift(replay, labels, args.truth)
     if args.json:
-        print(orjson.dumps(reports, option=orjson.OPT_INDENT_2).decode())
+        out: dict[str, Any] = dict(reports)
+        if lift is not None:
+            out["lift"] = lift[1].as_dict()
+        print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     else:
         print(report.format_table())
         if len(reports) > 1:
             print()
             print(side_by_side(reports))
+        if lift is not None:
+            print()
+            print("campaign lift from the labels' converters and the replay's ghost impressions")
+            print(format_lift_table(*lift))
+            print(format_summary(lift[1]))
         if args.explain:
             print()
             print(GLOSSARY)

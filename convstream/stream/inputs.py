@@ -1,4 +1,4 @@
-"""The three files a person hands to ``convstream``: a replay, its truth and the labels.
+"""The files a person hands to ``convstream``: a replay, its truth (and campaign truth), labels.
 
 Each reader checks every line and names the first bad one by its line number, and tells the
 files apart by their fields, so a truth file given as a replay is an error that says so, not a
@@ -32,6 +32,7 @@ WHAT = {
     "replay": "a replay file (written by `convstream generate -o`)",
     "truth": "a truth file (written by `convstream generate --truth`)",
     "labels": "a labels file (written by `convstream labels -o`)",
+    "campaigns": "a campaign truth file (written by `convstream generate` next to its truth)",
 }
 
 
@@ -42,11 +43,15 @@ def kind_of(row: Any) -> str | None:
     ('replay', 'labels')
     >>> kind_of({"conversion_key": "k", "linkable": True}), kind_of([1, 2])
     ('truth', None)
+    >>> kind_of({"campaign_id": "c", "true_lift": 0.1})
+    'campaigns'
     """
     if not isinstance(row, dict):
         return None
     if "topic" in row and "value" in row:
         return "replay"
+    if "campaign_id" in row and "true_lift" in row:
+        return "campaigns"
     if "conversion_key" in row:
         if "linkable" in row or "last_touch" in row:
             return "truth"
@@ -96,6 +101,10 @@ def read_replay(path: str | Path) -> list[Row]:
 
 def read_truth(path: str | Path) -> list[Row]:
     return read_rows(path, "truth")
+
+
+def read_campaigns(path: str | Path) -> list[Row]:
+    return read_rows(path, "campaigns")
 
 
 def read_labels(path: str | Path) -> list[Row]:

@@ -104,6 +104,15 @@ MISTAKES = {
         "no/such/dir/replay.jsonl: No such file or directory",
     ),
     "labels: output is a directory": ("labels -o .", "error: .: Is a directory"),
+    "lift: oracle without truth": (
+        "lift --replay replay.jsonl --oracle",
+        "--oracle takes the converters from the truth: give --truth too",
+    ),
+    "lift: truth as replay": ("lift --replay truth.jsonl", "truth.jsonl:1: this is a truth file"),
+    "lift: no campaign truth": (
+        "lift --replay replay.jsonl --truth truth.jsonl",
+        "truth.campaigns.jsonl: no such file",
+    ),
 }
 
 
@@ -261,3 +270,74 @@ def test_evaluate_warns_when_the_replay_is_not_the_truths(files: Path, tmp_path:
     assert "other-replay.jsonl: the offline labels and the truth do not belong together" in (
         result.stderr
     )
+
+
+@pytest.fixture(scope="module")
+def lift_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``convstream generate`` output (replay, truth, campaign truth) and labels naming the true
+    converters, as a perfect worker would."""
+    d = tmp_path_factory.mktemp("lift")
+    made = convstream(
+        *"generate -o r.jsonl --truth t.jsonl --users 500 --days 5 --seed 8".split(), cwd=d
+    )
+    assert made.returncode == 0, made.stderr
+    assert "campaigns' true lift to t.campaigns.jsonl" in made.stdout
+    truth = [orjson.loads(x) for x in (d / "t.jsonl").read_bytes().splitlines()]
+    labels = [
+        {"conversion_key": row["conversion_key"], "advertiser_id": row["advertiser_id"],
+         "ts": row["ts"], "user_id": row["user_id"], "revision": 0, "match_confidence": 1.0,
+         "match_method": "deterministic:click", "credits": []}
+        for row in truth
+    ]  # fmt: skip
+    (d / "l.jsonl").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in labels))
+    return d
+
+
+def test_lift_prints_a_row_per_campaign_and_the_truths_summary(lift_files: Path):
+    campaigns = [
+        orjson.loads(x) for x in (lift_files / "t.campaigns.jsonl").read_bytes().splitlines()
+    ]
+    result = convstream(*"lift --replay r.jsonl --truth t.jsonl --labels l.jsonl".split(),
+                        cwd=lift_files)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "converters from the labels of l.jsonl" in lines[0]
+    assert lines[1].split()[:2] == ["campaign", "advertiser"]
+    rows = {line.split()[0]: line.split() for line in lines[2:] if line.startswith("cmp-")}
+    seen = {c["campaign_id"]: c for c in campaigns if c["exposed_users"] + c["holdout_users"]}
+    assert set(rows) == set(seen)
+    for cid, c in seen.items():  # perfect labels: the truth's own counts
+        assert rows[cid][2:4] == [str(c["exposed_users"]), str(c["holdout_users"])]
+    assert any(line.startswith("lift vs truth:") for line in lines)
+
+
+def test_lift_json_oracle_equals_perfect_labels(lift_files: Path):
+    oracle = convstream(*"lift --replay r.jsonl --truth t.jsonl --oracle --json".split(),
+                        cwd=lift_files)  # fmt: skip
+    labelled = convstream(*"lift --replay r.jsonl --truth t.jsonl --labels l.jsonl --json".split(),
+                          cwd=lift_files)  # fmt: skip
+    a, b = orjson.loads(oracle.stdout), orjson.loads(labelled.stdout)
+    assert a["converters"] == "truth converters (oracle)"
+    assert a["campaigns"] == b["campaigns"] and a["score"] == b["score"]
+    assert a["score"]["zero_lift_campaigns"] > 0
+    assert 0.0 <= a["score"]["coverage"] <= 1.0
+
+
+def test_lift_warns_and_exits_1_when_the_truth_is_of_another_replay(lift_files: Path):
+    other, _ = generate(GeneratorConfig(users=60, days=2, seed=1, advertisers=2))
+    write_replay(lift_files / "other.jsonl", other)
+    result = convstream(*"lift --replay other.jsonl --truth t.jsonl --oracle".split(),
+                        cwd=lift_files)  # fmt: skip
+    assert result.returncode == 1
+    assert "campaigns of the truth are not in the replay" in result.stderr
+
+
+def test_evaluate_with_a_replay_and_campaign_truth_scores_the_lift(lift_files: Path):
+    command = "evaluate --labels l.jsonl --truth t.jsonl --replay r.jsonl --json"
+    result = convstream(*command.split(), cwd=lift_files)
+    assert result.returncode == 0, result.stderr
+    lift = orjson.loads(result.stdout)["lift"]
+    assert lift["campaigns"] > 0 and lift["zero_lift_campaigns"] > 0
+    assert {"coverage", "zero_lift_not_significant", "mean_abs_lift_error"} <= set(lift)
+    table = convstream(*command.split()[:-1], cwd=lift_files).stdout
+    assert "campaign lift from the labels' converters" in table and "lift vs truth:" in table

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from convstream.core import shared_values
 from convstream.core.dedupe import identifier_gain, merge_user_data
 from convstream.core.units import DAY_MS
 
@@ -55,12 +56,15 @@ class ConversionState(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class Policy:
-    """Event-time rules for admitting copies; all durations in milliseconds."""
+    """The rules of a conversion's life: event time for admitting copies (durations in
+    milliseconds), and how many distinct users a personal identifier value may have before it
+    is shared junk (:mod:`convstream.core.shared_values`)."""
 
     dedupe_window_ms: int = 2 * DAY_MS
     max_age_ms: int = 7 * DAY_MS
     max_future_ms: int = 30 * DAY_MS
     feedback_horizon_ms: int = 7 * DAY_MS
+    max_users_per_value: int = shared_values.DEFAULT_LIMIT
 
 
 def admit(
@@ -107,6 +111,10 @@ def admit(
     gained = identifier_gain(first["user_data"], merged_ud)
     sources = sorted(set(first["sources"]) | set(conv["sources"]))
     state["conv"] = {**first, "user_data": merged_ud, "sources": sources}
+    rejected = list(first.get("rejected_identifiers") or [])
+    rejected += [r for r in conv.get("rejected_identifiers") or [] if r not in rejected]
+    if rejected:
+        state["conv"]["rejected_identifiers"] = rejected
     return state, "correction" if gained else "duplicate"
 
 

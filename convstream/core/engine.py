@@ -224,7 +224,7 @@ class OfflineEngine:
                 self.users[command.user_id] = note_link(
                     self.users.get(command.user_id), command.key, command.ts
                 )
-            # Decided, Admitted, Resolved and Reject need nothing here: one conversion is
+            # Decided, Admitted, Dropped, Resolved and Reject need nothing here: one conversion is
             # decided at a time, and offline there is no dead-letter topic or metric.
             todo.extendleft(reversed(follow))
 

@@ -59,6 +59,7 @@ ADVICE: dict[str, str] = {
     "invalid_ip": "are not IP addresses",
     "not_routable": "are loopback or unspecified addresses (a server's, not the user's)",
     "too_many": "came beyond 10 values in one event",
+    "shared": "are shared by more users than one household (a fallback value?): leave them out",
     "no_country_code": "have no country code (national format): add it, without leading zeros",
 }
 _TRUNK_RE = re.compile(r"\s*(?:\(|0[1-9])")

@@ -426,6 +426,7 @@ REJECTION_REASONS: tuple[str, ...] = (
     "placeholder", "invalid_email", "invalid_phone", "too_short", "too_long", "repeated_digits",
     "sequence", "all_zero", "md5", "invalid_fbc", "invalid_ip", "not_routable", "too_many",
     "invalid_external_id", "invalid_device_id", "invalid_click_id", "invalid_user_agent",
+    "shared",
 )  # fmt: skip
 
 

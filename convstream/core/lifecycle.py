@@ -48,7 +48,7 @@ from convstream.core import coordinator
 from convstream.core.attribution import AttributionConfig
 from convstream.core.clock import EventClock, consensus
 from convstream.core.coordinator import ConversionState, Policy
-from convstream.core.identity import conversion_identifier_keys
+from convstream.core.identity import Rejection, conversion_identifier_keys
 from convstream.core.learning_queue import Entry, LearningQueue
 from convstream.core.messages import (
     ConversionKey,
@@ -65,6 +65,7 @@ from convstream.core.messages import (
 from convstream.core.partitioning import partition_for
 from convstream.core.quality import QualityTracker
 from convstream.core.resolve import LINKED_KINDS, identity_links, resolve, select_probe_candidates
+from convstream.core.shared_values import drop_shared, note_rejections
 from convstream.core.units import HOUR_MS
 
 # --- commands that are not messages -----------------------------------------------------------
@@ -87,6 +88,15 @@ class Reject:
 
 
 @dataclass(frozen=True, slots=True)
+class Dropped:
+    """Identifier values dropped from a conversion once its lookups answered (a value shared by
+    too many users): counted like the rejections at ingestion."""
+
+    conversion_key: ConversionKey
+    rejections: tuple[Rejection, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Resolved:
     """The model of ``partition`` decided a conversion (whether or not its label changed)."""
 
@@ -102,7 +112,10 @@ class EmitLabel:
     partition: int
 
 
-Command = Admitted | Reject | Resolved | EmitLabel | Lookup | Probe | IndexLink | UserLink | Decided
+Command = (
+    Admitted | Reject | Dropped | Resolved | EmitLabel
+    | Lookup | Probe | IndexLink | UserLink | Decided
+)  # fmt: skip
 
 
 def key_for_partition(partition: int, partitions: int, what: str = "model") -> str:
@@ -414,7 +427,8 @@ class Lifecycle:
         state = self.states.get(key)
         if state is None:
             return []
-        if coordinator.on_answer(state, msg.round, msg.answer["key"], msg.answer):
+        answer, _ = drop_shared(msg.answer, limit=self.policy.max_users_per_value)
+        if coordinator.on_answer(state, msg.round, answer["key"], answer):
             return self._probe_or_finish(key, state)
         self.states[key] = state
         return []
@@ -501,6 +515,7 @@ class Lifecycle:
         self.decided[part] = max(self.decided.get(part, conv["ts"]), conv["ts"])
         self._learn_until(part, conv["ts"])
         answers, probes = state["answers"], state["probes"]
+        dropped = note_rejections(conv, answers)
         label, decision = resolve(
             conv,
             answers,
@@ -525,11 +540,13 @@ class Lifecycle:
         if state["label"] is not None:
             self.quality.observe(conv, state["label"])
         out: list[Command] = [Resolved(key, part)]
+        if dropped:
+            out.append(Dropped(key, tuple(dropped)))
         if emitted is not None:
             out.append(EmitLabel(emitted, part))
         # Every deterministic decision refreshes its links whether or not the label changed:
         # their recency is a feature of later matches on those keys.
-        for link_key, user in identity_links(conv, decision):
+        for link_key, user in identity_links(conv, decision, answers):
             out += [IndexLink(link_key, user, conv["ts"]), UserLink(link_key, user, conv["ts"])]
         # After its links: the key's next ordered lookup may go out (every value of a field).
         keys = conversion_identifier_keys(conv["advertiser_id"], conv["user_data"])

@@ -35,6 +35,7 @@ from convstream.core.attribution import (
 from convstream.core.identity import conversion_identifier_keys
 from convstream.core.matching.candidates import select_candidates
 from convstream.core.matching.model import MatchDecision
+from convstream.core.shared_values import shared_keys
 
 LabelRecord = dict[str, Any]
 
@@ -97,7 +98,7 @@ def resolve(
         "user_id": decision.user_id,
         "match_confidence": decision.confidence if decision.user_id is not None else 0.0,
         "match_method": decision.method,
-        "match_explanation": list(decision.explanation),
+        "match_explanation": list(decision.explanation) + _dropped(conv),
         "attribution_model": attribution_settings.model,
         "credits": credits,
         "label_weight": label_weight(credits),
@@ -105,6 +106,26 @@ def resolve(
         "emitted_at": emitted_at,
     }
     return label, decision
+
+
+def _sole_click(decision: MatchDecision, answers: dict[str, dict[str, Any]]) -> bool:
+    """The decision is a click id's, and that click id has no user but the matched one."""
+    clicks = [a for a in answers.values() if a.get("kind") == "click" and a.get("users")]
+    return (
+        decision.method == "deterministic:click"
+        and bool(clicks)
+        and all(a["degree"] <= 1 and a["users"][0][0] == decision.user_id for a in clicks)
+    )
+
+
+def _dropped(conv: dict[str, Any]) -> list[str]:
+    """What the label says of the identifier values dropped from the conversion (junk at
+    ingestion, shared values once answered).
+
+    >>> _dropped({"rejected_identifiers": [["em", "shared"], ["ph", "placeholder"]]})
+    ['dropped em: shared', 'dropped ph: placeholder']
+    """
+    return [f"dropped {f}: {why}" for f, why in conv.get("rejected_identifiers") or []]
 
 
 #: Kinds a deterministic match teaches the index: the advertiser's customer id, and an email or
@@ -115,28 +136,39 @@ LINKED_KINDS = ("ext", "em", "ph")
 LINK_MIN_CONFIDENCE = 0.9
 
 
-def identity_links(conv: dict[str, Any], decision: MatchDecision) -> list[tuple[str, str]]:
+def identity_links(
+    conv: dict[str, Any], decision: MatchDecision, answers: dict[str, dict[str, Any]] | None = None
+) -> list[tuple[str, str]]:
     """``(key, user_id)`` to record after a deterministic match: the conversion's external id,
     email and phone become deterministic identifiers of the matched user for later conversions
-    (other than the kind that matched, which the index already ties to the user).
+    (other than the kind that matched, which the index already ties to the user, and values
+    of the round's ``answers`` dropped as shared by too many users).
 
     A user who shops with an email the platform never learned, and converts once with a click id
-    as well, is then matched on that email alone next time, rather than by address.
+    as well, is then matched on that email alone next time, rather than by address. A match by
+    a click id that one user holds teaches its links even when the email's other users make it
+    contested: the click says who converted, and the contest is what shows a checkout form's
+    fallback email on ever more users until it is dropped as shared.
 
     >>> conv = {"advertiser_id": "a", "user_data": {"click_id": "c", "em": "e" * 64}}
     >>> identity_links(conv, MatchDecision("u1", 0.99, "deterministic:click", []))
     [('em:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee', 'u1')]
-    >>> identity_links(conv, MatchDecision("u1", 0.6, "deterministic:click", []))
+    >>> identity_links(conv, MatchDecision("u1", 0.6, "deterministic:dev", []))
     []
+    >>> click = {"click:c": {"kind": "click", "degree": 1, "users": [["u1", 0, 0, 1]]}}
+    >>> len(identity_links(conv, MatchDecision("u1", 0.6, "deterministic:click", []), click))
+    1
     """
+    answers = answers or {}
     if decision.user_id is None or not decision.method.startswith("deterministic:"):
         return []
-    if decision.confidence < LINK_MIN_CONFIDENCE:
+    if decision.confidence < LINK_MIN_CONFIDENCE and not _sole_click(decision, answers):
         return []
+    skip = shared_keys(answers)
     matched = decision.method.split(":", 1)[1]
     keys = conversion_identifier_keys(conv["advertiser_id"], conv.get("user_data") or {})
     return [
         (ident, decision.user_id)
         for kind, ident in dict.fromkeys(keys)
-        if kind in LINKED_KINDS and kind != matched
+        if kind in LINKED_KINDS and kind != matched and ident not in skip
     ]

@@ -95,6 +95,9 @@ class Settings:
     top_k: int = 8
     max_users_per_identifier: int = 64
     max_candidates: int = 12
+    # A personal identifier value (email, phone, device id, customer id) on more distinct users
+    # than this in the lookback is a shared fallback: dropped from conversions, never matched.
+    max_users_per_value: int = 8
     retention_ms: int = 30 * DAY_MS
     # Conversions.
     dedupe_window_ms: int = 48 * HOUR_MS
@@ -122,6 +125,7 @@ class Settings:
             max_age_ms=self.max_conversion_age_ms,
             max_future_ms=self.max_future_ms,
             feedback_horizon_ms=self.feedback_horizon_ms,
+            max_users_per_value=self.max_users_per_value,
         )
 
     def offline_options(self) -> dict[str, Any]:

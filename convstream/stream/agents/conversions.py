@@ -25,6 +25,7 @@ from convstream.core.learning_queue import Entry
 from convstream.core.lifecycle import (
     Admitted,
     Command,
+    Dropped,
     EmitLabel,
     Lifecycle,
     Reject,
@@ -185,6 +186,8 @@ class ConversionsAdapter:
                     self.arrivals[command.conversion_key] = time.time()
             elif isinstance(command, Reject):
                 await self.rt.dead_letter(event, command.reason, command.detail)
+            elif isinstance(command, Dropped):
+                metrics.count_identifier_rejected(command.rejections)
             elif isinstance(command, EmitLabel):
                 key = command.label["conversion_key"]
                 await self.rt.send("labels", key, command.label, partition=command.partition)

@@ -105,6 +105,11 @@ class IdentifierTally:
         for r in [*rejected, *notes]:
             self.flagged[advertiser_id, GROUPS.get(r.field, r.field), r.reason] += 1
 
+    def observe_dropped(self, advertiser_id: str, rejections: Iterable[Rejection]) -> None:
+        """Values dropped after ingestion (``shared``), already counted as sent there."""
+        for r in rejections:
+            self.flagged[advertiser_id, GROUPS.get(r.field, r.field), r.reason] += 1
+
     def table(self) -> list[tuple[str, str, str, int, float]]:
         """``(advertiser, field group, reason, count, share of the group's values)``, by
         advertiser then largest count."""

@@ -118,6 +118,9 @@ def _sole_click(decision: MatchDecision, answers: dict[str, dict[str, Any]]) -> 
     )
 
 
+DROPPED = "dropped "
+
+
 def _dropped(conv: dict[str, Any]) -> list[str]:
     """What the label says of the identifier values dropped from the conversion (junk at
     ingestion, shared values once answered).
@@ -125,7 +128,21 @@ def _dropped(conv: dict[str, Any]) -> list[str]:
     >>> _dropped({"rejected_identifiers": [["em", "shared"], ["ph", "placeholder"]]})
     ['dropped em: shared', 'dropped ph: placeholder']
     """
-    return [f"dropped {f}: {why}" for f, why in conv.get("rejected_identifiers") or []]
+    return [f"{DROPPED}{f}: {why}" for f, why in conv.get("rejected_identifiers") or []]
+
+
+def dropped_identifiers(label: LabelRecord) -> list[tuple[str, str]]:
+    """``(field, reason)`` of each identifier value a label says was dropped.
+
+    >>> dropped_identifiers({"match_explanation": ["em match", "dropped ph: shared"]})
+    [('ph', 'shared')]
+    """
+    out = []
+    for line in label.get("match_explanation") or []:
+        if line.startswith(DROPPED) and ": " in line:
+            field, reason = line[len(DROPPED) :].split(": ", 1)
+            out.append((field, reason))
+    return out
 
 
 #: Kinds a deterministic match teaches the index: the advertiser's customer id, and an email or

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from convstream.core.dedupe import merge_user_data
 from convstream.core.evaluation import latest_labels
 from convstream.core.identifier_quality import IdentifierTally, format_rejections
+from convstream.core.identity import Rejection
 from convstream.core.quality import (
     USER_DATA_FIELDS,
     QualityRow,
@@ -21,6 +22,8 @@ from convstream.core.quality import (
     format_table,
 )
 from convstream.core.records import Conversion, Invalid, parse_conversions
+from convstream.core.resolve import dropped_identifiers
+from convstream.core.shared_values import REASON
 from convstream.core.units import DAY_MS
 from convstream.stream import metrics
 from convstream.stream.kafka import _at_end, _partitions, client_options, read_topic, start_client
@@ -127,8 +130,11 @@ async def load_tracker(
         label = labels.get(key)
         if label is None:
             unlabelled += 1
-        else:
-            tracker.observe(conv, label)
+            continue
+        tracker.observe(conv, label)
+        if tally is not None:
+            shared = [Rejection(f, why) for f, why in dropped_identifiers(label) if why == REASON]
+            tally.observe_dropped(conv["advertiser_id"], shared)
     return tracker, unlabelled
 
 
@@ -149,7 +155,10 @@ def run_quality(args: argparse.Namespace, settings: Settings | None = None) -> i
     print(format_table(rows))
     if unlabelled:
         print(f"({unlabelled} conversions without a label yet are left out)")
-    print("\nidentifiers rejected at ingestion (every copy, whole topic)")
+    print(
+        "\nidentifiers rejected (whole topic: junk at ingestion in every copy; values shared"
+        " by too many users once per labelled conversion)"
+    )
     print(format_rejections(tally))
     for line in tally.advice():
         print(f"- {line}")

@@ -213,8 +213,9 @@ def conversion(event_id, source, ts=TS, adv="adv-1", **user_data):
     }
 
 
-def label(event_id, user_id, revision=0, adv="adv-1"):
+def label(event_id, user_id, revision=0, adv="adv-1", explanation=()):
     return {
+        "match_explanation": list(explanation),
         "conversion_key": f"{adv}:Purchase:{event_id}",
         "advertiser_id": adv,
         "event_name": "Purchase",
@@ -236,7 +237,9 @@ def test_quality_command_reads_the_topics(settings, capsys):
         conversion("4", "capi", ts=TS - 8 * DAY),  # more than 7 days behind: outside the window
         conversion("5", "capi", adv="adv-2", click_id="k"),  # no label yet: left out
     ]
-    labels = [label("1", None), label("1", "u1", revision=1), label("2", None), label("4", "u4")]
+    # Conversion 2's email was dropped once answered: shared by too many users (issue 21).
+    shared = label("2", None, explanation=["no candidate", "dropped em: shared"])
+    labels = [label("1", None), label("1", "u1", revision=1), shared, label("4", "u4")]
     lines = [{"topic": "conversions", "value": v} for v in conversions]
     lines += [{"topic": "labels", "value": v} for v in labels]
     asyncio.run(produce(settings, lines))
@@ -252,10 +255,15 @@ def test_quality_command_reads_the_topics(settings, capsys):
     expected = QualityTracker()
     merged = {**conversion("1", "capi", em=EM, client_ip_address="10.0.0.1")}
     expected.observe({**merged, "sources": ["capi", "pixel"]}, label("1", "u1"))
-    expected.observe({**conversion("2", "capi", em=EM), "sources": ["capi"]}, label("2", None))
+    expected.observe({**conversion("2", "capi", em=EM), "sources": ["capi"]}, shared)
     assert row["score"] == expected.report()[0].score
 
     args.json = False
     assert run_quality(args) == 0
     text = capsys.readouterr().out
     assert "adv-1" in text and "Purchase" in text and "2 conversions without a label" in text
+    rejected = [line.split() for line in text.splitlines() if line.startswith("adv-1 ")]
+    # adv-1 sent two emails (1's capi copy, 2), one dropped as shared; two IPs, one junk.
+    assert ["adv-1", "emails", "shared", "1", "50.0%"] in rejected
+    assert ["adv-1", "IP", "addresses", "invalid_ip", "1", "50.0%"] in rejected
+    assert "adv-1: 50 % of your emails are shared by more users than one household" in text

@@ -14,13 +14,21 @@ def value(name: str, **labels: str) -> float | None:
     return metrics.REGISTRY.get_sample_value(name, labels)
 
 
-@pytest.fixture(autouse=True)
-def clean_gauges():
-    yield
+def _clear() -> None:
     metrics.set_advertiser_allowlist([])
     for gauge in (metrics.EQ_PARAM_COVERAGE, metrics.EQ_DEDUPE_RATE, metrics.EQ_MATCH_RATE):
         gauge.clear()
     metrics.EQ_SCORE.clear()
+
+
+@pytest.fixture(autouse=True)
+def clean_gauges():
+    """Before as well as after: another file's tests in this process (the metrics server's
+    ``populate``, in the same pytest-xdist worker) set these gauges directly, not through
+    ``publish``, so ``publish`` does not know to clear them."""
+    _clear()
+    yield
+    _clear()
 
 
 def observe(tracker, adv, n, *, em, matched, ts=1_000):

@@ -51,9 +51,8 @@ class Settings:
     sasl_mechanism: str = "PLAIN"
     ssl_cafile: str = ""
     # Table writes held in memory and written once per commit (convstream/stream/writeback.py);
-    # off (the default until the load-sensitive tests are proven on it): every write is a
-    # changelog message at once, as Faust does it.
-    coalesce_writes: bool = False
+    # off: every write is a changelog message at once, as Faust does it.
+    coalesce_writes: bool = True
     # Batching.
     batch_size: int = 1000
     # Every hop through an internal topic (lookup, answer, probe, answer) waits up to

@@ -40,9 +40,9 @@ def test_tables_survive_sigkill(settings, start_worker):
     watermark (convstream/stream/highwater.py) recovery stops early and some click ids are
     forgotten.
 
-    With table writes coalesced per commit (convstream/stream/writeback.py), which the
-    RocksDB crash test (test_crash.py) leaves at its default, write-through: a kill between
-    two commits must lose nothing the restarted worker does not read again.
+    With table writes coalesced per commit (convstream/stream/writeback.py, the default; the
+    crash test kills workers both ways): a kill between two commits must lose nothing the
+    restarted worker does not read again.
     """
     settings = settings.replace(coalesce_writes=True)
     worker = start_worker(settings, "before-crash")

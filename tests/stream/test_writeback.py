@@ -90,7 +90,7 @@ def test_the_commit_sensor_flushes_every_cache():
 
 
 def test_coalescing_is_a_setting_read_from_the_environment():
-    assert Settings.from_env({}).coalesce_writes is False
+    assert Settings.from_env({}).coalesce_writes is True
     assert Settings.from_env({"CONVSTREAM_COALESCE_WRITES": "1"}).coalesce_writes is True
     assert Settings.from_env({"CONVSTREAM_COALESCE_WRITES": "0"}).coalesce_writes is False
     assert Settings.from_env({"CONVSTREAM_COALESCE_WRITES": "False"}).coalesce_writes is False
@@ -101,9 +101,11 @@ def test_coalescing_is_a_setting_read_from_the_environment():
 def test_the_worker_caches_every_table_but_the_conversion_state(tmp_path):
     from convstream.stream.app import create_app
 
-    _, rt = create_app(Settings.from_env({}, coalesce_writes=True, data_dir=str(tmp_path)))
+    _, rt = create_app(Settings.from_env({}, data_dir=str(tmp_path)))
     cached = {name for name, table in rt.tables.items() if isinstance(table, WriteBack)}
     # The conversion state records which label revision was sent; it must not wait for a commit.
     assert cached == {"users", "identifiers", "models", "clocks"}
-    _, rt = create_app(Settings.from_env({}, data_dir=str(tmp_path / "through")))
+    _, rt = create_app(
+        Settings.from_env({}, coalesce_writes=False, data_dir=str(tmp_path / "through"))
+    )
     assert not any(isinstance(table, WriteBack) for table in rt.tables.values())

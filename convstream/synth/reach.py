@@ -5,8 +5,8 @@ id; never the address) and two nodes are linked when one event carried both. A c
 reaches its converter in ``h`` hops when a node ``h`` links from one of its own identifiers was
 sighted for the converter on the platform (impressions, clicks, identity) at or before it,
 through links at or before it and at most :data:`EDGE_TTL_MS` older. This is the ceiling of an
-identity graph with that reach (docs/design.md, "The identity graph"): no degree bound, no
-fan-out bound, every hop counted.
+identity graph with that reach (docs/design.md, "Site events and the identity graph"): no
+degree bound, no fan-out bound, every hop counted.
 
 >>> seen = {"click:k1": {"u1": 50}}
 >>> obs = [("a", 60, ("click:k1", "fbp:b1")), ("a", 90, ("em:e1", "fbp:b1"))]

@@ -201,7 +201,7 @@ def test_version(files: Path):
 
 def test_help_shows_defaults_and_choices(files: Path):
     demo = convstream("demo", "--help", cwd=files).stdout
-    assert "{default,heavy-sharing,strangers,ip-loss,hard,ua-drift}" in demo
+    assert "{default,heavy-sharing,strangers,ip-loss,hard,ua-drift,cookie-churn}" in demo
     assert "(default: demo-out)" in " ".join(demo.split())
     assert "(default: 180.0)" in " ".join(demo.split())
     worker = " ".join(convstream("worker", "--help", cwd=files).stdout.split())

@@ -110,13 +110,11 @@ class SiteSimulator:
         self.cfg = world.cfg
         self.rng = random.Random(0)  # each person's stream, set by run()
         self.browsers: dict[str, list[Browser]] = {}  # device id -> its browsers
-        self.ids = 0
         #: (advertiser_id, ts, node keys) of every event the site sent: the truth's graph.
         self.observations: list[tuple[str, int, tuple[str, ...]]] = []
         #: Who sent each site event: its key (advertiser:name:event_id) -> user id (None: a
         #: stranger).
         self.senders: dict[str, str | None] = {}
-        self.sent = 0
 
     def _browsers(self, device: _Device) -> list[Browser]:
         found = self.browsers.get(device.device_id)
@@ -154,7 +152,6 @@ class SiteSimulator:
         return browser.jar.touch(adv, ts, make)
 
     def _event_id(self, person: _Person) -> str:
-        self.ids += 1
         return f"se-{person.number:x}-{self.rng.getrandbits(48):012x}"
 
     def _send(
@@ -210,7 +207,6 @@ class SiteSimulator:
                 "user_data": user_data,
             }
             world._emit("conversions", ts + delay, event)
-            self.sent += 1
             nodes |= set(event_nodes(user_data, touch.person))
         self.observations.append((adv.advertiser_id, ts, tuple(sorted(nodes))))
 

@@ -13,6 +13,11 @@ a held-out user makes such a visit anyway with probability one minus that share 
 organic). What the holdouts change draws from streams of their own, so the traffic of exposed
 users is the traffic of a world without holdouts (``holdout_share=0``), byte for byte.
 
+Advertisers' sites send events that are not conversions (``PageView``, ``ViewContent``,
+``Login``; :mod:`convstream.synth.site`), with a first-party browser id (``fbp``) that the
+conversions' copies carry too. Each person's site events draw from a stream of their own, so
+``site_events=False`` gives the traffic from before they existed, byte for byte.
+
 >>> lines, truth = generate(GeneratorConfig(users=60, days=3, seed=3))
 >>> lines == generate(GeneratorConfig(users=60, days=3, seed=3))[0]
 True

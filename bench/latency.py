@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.replay import engagement_partition
+from convstream.core.attribution import AttributionConfig
 from convstream.core.identity import conversion_identifiers
 from convstream.core.records import Invalid, parse_conversion
 from convstream.stream.kafka import encode_value, message_key
@@ -117,8 +118,12 @@ class Sample:
 def first_copies(lines: Sequence[dict[str, Any]]) -> dict[str, tuple[int, dict[str, Any]]]:
     """Index and value of each conversion key's first copy in the replay."""
     first: dict[str, tuple[int, dict[str, Any]]] = {}
+    config = AttributionConfig()
     for i, line in enumerate(lines):
-        if line["topic"] == "conversions":
+        v = line["value"]
+        if line["topic"] == "conversions" and config.is_conversion(
+            v["advertiser_id"], v["event_name"]
+        ):
             key = message_key("conversions", line["value"])
             if key is not None:
                 first.setdefault(key.decode(), (i, line["value"]))

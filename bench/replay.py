@@ -20,6 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from convstream.core.attribution import AttributionConfig
 from convstream.core.partitioning import partition_for
 from convstream.stream.kafka import client_options, encode_value, message_key
 from convstream.stream.settings import ENGAGEMENT_TOPICS, Settings
@@ -87,11 +88,14 @@ def sized_replay(
 
 
 def conversion_keys(lines: Sequence[dict[str, Any]]) -> set[str]:
-    """Every conversion key the replay carries (what the labels topic must end up covering)."""
+    """Every conversion key the replay carries (what the labels topic must end up covering):
+    site events (not conversions under the default settings) get no label."""
+    config = AttributionConfig()
     return {
         message_key("conversions", line["value"]).decode()
         for line in lines
         if line["topic"] == "conversions"
+        and config.is_conversion(line["value"]["advertiser_id"], line["value"]["event_name"])
     }
 
 

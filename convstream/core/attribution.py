@@ -25,6 +25,9 @@ from typing import Any
 from convstream.core.units import DAY_MS
 
 ATTRIBUTION_MODELS = ("last_touch", "first_touch", "linear", "time_decay", "position_based")
+#: Event names that are not conversions unless an advertiser says so: site events, which only
+#: feed the identity graph (docs/design.md, "Site events").
+SITE_EVENTS = ("PageView", "ViewContent", "Login")
 ENGAGEMENT_TYPES = ("click", "view")
 
 
@@ -87,6 +90,9 @@ class AttributionSettings:
     view_window_ms: int = 1 * DAY_MS
     half_life_ms: int = 7 * DAY_MS
     position_weights: tuple[float, float, float] = (0.4, 0.2, 0.4)
+    #: Which event names get labels: exactly these when set, else every name but site_events.
+    conversion_events: tuple[str, ...] | None = None
+    site_events: tuple[str, ...] = SITE_EVENTS
 
     def __post_init__(self) -> None:
         if self.model not in ATTRIBUTION_MODELS:
@@ -110,6 +116,27 @@ class AttributionSettings:
                 f"with a positive sum, got {self.position_weights!r}"
             )
         object.__setattr__(self, "position_weights", tuple(float(w) for w in weights))
+        for name in ("conversion_events", "site_events"):
+            names = getattr(self, name)
+            if names is None and name == "conversion_events":
+                continue
+            if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+                raise ValueError(f"{name} must be a list of event names, got {names!r}")
+            object.__setattr__(self, name, tuple(names))
+
+    def is_conversion(self, event_name: str) -> bool:
+        """Whether events of this name get labels; the others only feed the identity graph.
+
+        >>> AttributionSettings().is_conversion("Purchase"), AttributionSettings().is_conversion(
+        ...     "PageView")
+        (True, False)
+        >>> only = AttributionSettings(conversion_events=("Purchase",))
+        >>> only.is_conversion("AddToCart"), only.is_conversion("Purchase")
+        (False, True)
+        """
+        if self.conversion_events is not None:
+            return event_name in self.conversion_events
+        return event_name not in self.site_events
 
     def window_ms(self, engagement_type: str) -> int | None:
         """Lookback window of an engagement type; None for an unknown type.
@@ -291,6 +318,10 @@ class AttributionConfig:
     def for_advertiser(self, advertiser_id: str) -> AttributionSettings:
         """The advertiser's settings, or the default."""
         return self.overrides.get(advertiser_id, self.default)
+
+    def is_conversion(self, advertiser_id: str, event_name: str) -> bool:
+        """:meth:`AttributionSettings.is_conversion` of the advertiser's settings."""
+        return self.for_advertiser(advertiser_id).is_conversion(event_name)
 
     def max_window_ms(self) -> int:
         """The longest click or view window of any advertiser: how long engagements must live.

@@ -120,6 +120,8 @@ class OfflineEngine:
         self.seq = 0
         self.labels: list[dict[str, Any]] = []
         self.invalid: Counter[str] = Counter()
+        # Events that are not conversions for their advertiser, by name: no label, graph input.
+        self.site_events: Counter[str] = Counter()
 
     def feed(self, line: dict[str, Any]) -> None:
         """One replay line, read with the worker's own parsers (a value that is not valid is
@@ -172,6 +174,9 @@ class OfflineEngine:
         for item in items:
             if isinstance(item, Invalid):
                 self.invalid["conversions"] += 1
+                continue
+            if not self.config.is_conversion(item.advertiser_id, item.event_name):
+                self.site_events[item.event_name] += 1
                 continue
             partition = partition_for(item.key, self.partitions)
             self._run(self.lifecycle.conversion(item.as_dict(), partition))

@@ -9,10 +9,13 @@ override inherits every field it does not set from ``[default]``::
     view_window_days = 1
     half_life_days = 7
     position_weights = [0.4, 0.2, 0.4]
+    site_events = ["PageView", "ViewContent", "Login"]  # no label: they feed the identity graph
+    # conversion_events = ["Purchase", "Lead"]         # if set, only these get labels
 
     [advertiser."adv-7"]
     model = "time_decay"
     half_life_days = 3
+    conversion_events = ["Purchase"]  # AddToCart and the rest feed the graph only
 
 >>> import pathlib, tempfile
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "attribution.toml"
@@ -37,8 +40,9 @@ from convstream.core.attribution import AttributionConfig, AttributionSettings
 from convstream.core.units import DAY_MS
 
 _DURATIONS = ("click_window", "view_window", "half_life")
+_NAME_LISTS = ("conversion_events", "site_events")
 _ALLOWED_KEYS = frozenset(
-    {"model", "position_weights"}
+    {"model", "position_weights", *_NAME_LISTS}
     | {f"{name}_{unit}" for name in _DURATIONS for unit in ("days", "ms")}
 )
 
@@ -64,6 +68,12 @@ def _settings_fields(table: Any, where: str) -> dict[str, Any]:
         if not isinstance(weights, list):
             raise ValueError(f"{where}.position_weights must be an array of three numbers")
         fields["position_weights"] = tuple(_number(w, f"{where}.position_weights") for w in weights)
+    for name in _NAME_LISTS:
+        if name in table:
+            names = table[name]
+            if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+                raise ValueError(f"{where}.{name} must be an array of event names")
+            fields[name] = tuple(names)
     for name in _DURATIONS:
         days, ms = table.get(f"{name}_days"), table.get(f"{name}_ms")
         if days is not None and ms is not None:

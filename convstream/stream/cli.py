@@ -115,6 +115,8 @@ def _generator_config(args: argparse.Namespace) -> Any:
         for k, v in (("seed", args.seed), ("users", args.users), ("days", args.days))
         if v is not None
     }
+    if getattr(args, "no_site_events", False):
+        overrides["site_events"] = False
     try:
         return config_from_args(args.profile, **overrides)
     except ValueError as exc:
@@ -368,6 +370,12 @@ def _generator_args(p: argparse.ArgumentParser, *, seed: int | None) -> None:
     p.add_argument("--seed", type=int, default=seed, help=seed_help)
     p.add_argument("--users", type=int, help="platform users (default: the profile's, 3000)")
     p.add_argument("--days", type=int, help="days of traffic (default: the profile's, 14)")
+    p.add_argument(
+        "--no-site-events",
+        action="store_true",
+        help="leave out the advertisers' site events (PageView, ViewContent, Login) and fbp: "
+        "the traffic generated before they existed, byte for byte",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,6 +58,8 @@ def run_demo(args: argparse.Namespace) -> int:
         for k, v in (("seed", args.seed), ("users", args.users), ("days", args.days))
         if v is not None
     }
+    if getattr(args, "no_site_events", False):
+        overrides["site_events"] = False
     config = config_from_args(args.profile, **overrides)
     fresh_workdir(workdir)
     lines, truth = generate(config)

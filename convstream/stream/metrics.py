@@ -24,6 +24,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from convstream.core.attribution import SITE_EVENTS as DEFAULT_SITE_EVENTS
 from convstream.core.identity import REJECTION_FIELDS, REJECTION_REASONS, Rejection
 
 REGISTRY = CollectorRegistry()
@@ -74,6 +75,13 @@ REROUTED = Counter(
     "Input records read on another partition than the project's (murmur2) one for their key, "
     "forwarded to it (convstream/stream/routing.py), per topic.",
     ["topic"],
+    registry=REGISTRY,
+)
+SITE_EVENTS = Counter(
+    "convstream_site_events_total",
+    "Events on the conversions topic that are not conversions for their advertiser (the "
+    "settings file's conversion_events / site_events): no label; they feed the identity graph.",
+    ["event_name"],
     registry=REGISTRY,
 )
 DEDUPE = Counter(
@@ -269,7 +277,7 @@ _event_name = _Vocabulary(
     (
         "Purchase", "Lead", "AddToCart", "InitiateCheckout", "CompleteRegistration",
         "Subscribe", "StartTrial", "ViewContent", "Search", "AddPaymentInfo", "AddToWishlist",
-        "Contact", "SubmitApplication", "Schedule", "PageView",
+        "Contact", "SubmitApplication", "Schedule", "PageView", "Login",
     ),
 )  # fmt: skip
 _param = _Vocabulary(
@@ -420,6 +428,16 @@ def count_identifier_rejected(rejections: Iterable[Rejection]) -> None:
         IDENTIFIER_REJECTED.labels(_rejected_field(r.field), _rejected_reason(r.reason)).inc()
 
 
+def count_site_event(event_name: str) -> None:
+    """Count one site event (not a conversion for its advertiser) by its name.
+
+    >>> count_site_event("PageView")
+    >>> REGISTRY.get_sample_value("convstream_site_events_total", {"event_name": "PageView"}) >= 1
+    True
+    """
+    SITE_EVENTS.labels(_event_name(event_name)).inc()
+
+
 def count_rerouted(topic: str, n: int = 1) -> None:
     REROUTED.labels(_topic(topic)).inc(n)
 
@@ -443,6 +461,8 @@ def precreate(topics: Iterable[str]) -> None:
     for field in REJECTION_FIELDS:
         for reason in REJECTION_REASONS:
             IDENTIFIER_REJECTED.labels(_rejected_field(field), _rejected_reason(reason))
+    for name in DEFAULT_SITE_EVENTS:
+        SITE_EVENTS.labels(_event_name(name))
 
 
 def count_dedupe(outcome: str) -> None:

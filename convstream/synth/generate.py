@@ -13,6 +13,11 @@ a held-out user makes such a visit anyway with probability one minus that share 
 organic). What the holdouts change draws from streams of their own, so the traffic of exposed
 users is the traffic of a world without holdouts (``holdout_share=0``), byte for byte.
 
+Advertisers' sites send events that are not conversions (``PageView``, ``ViewContent``,
+``Login``; :mod:`convstream.synth.site`), with a first-party browser id (``fbp``) that the
+conversions' copies carry too. Each person's site events draw from a stream of their own, so
+``site_events=False`` gives the traffic from before they existed, byte for byte.
+
 >>> lines, truth = generate(GeneratorConfig(users=60, days=3, seed=3))
 >>> lines == generate(GeneratorConfig(users=60, days=3, seed=3))[0]
 True
@@ -35,6 +40,15 @@ from typing import Any
 import orjson
 
 from convstream.core.units import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
+from convstream.synth.reach import GraphReach, Observation
+from convstream.synth.site import (
+    SITE_EVENT_NAMES,
+    SiteSimulator,
+    Touch,
+    capi_delay_ms,
+    customer_hash,
+    event_nodes,
+)
 
 ReplayLine = dict[str, Any]
 TruthRow = dict[str, Any]
@@ -135,6 +149,20 @@ class GeneratorConfig:
     holdout_share: float = 0.10
     zero_lift_campaign_share: float = 0.25
     campaign_lift_range: tuple[float, float] = (0.3, 0.9)
+    # Advertiser site events (convstream/synth/site.py): PageView, ViewContent and Login with a
+    # first-party browser id (fbp) per advertiser domain, which the conversions carry too. They
+    # draw from a stream of their own: with site_events=False the replay is the one before them,
+    # byte for byte, and with it the rest of the traffic only gains its fbp fields.
+    site_events: bool = True
+    landing_page_view_rate: float = 0.85  # an ad click lands on a page view with its fbc
+    view_content_rate: float = 0.6  # a site visit views products
+    site_login_rate: float = 0.3  # a site visit (not a landing) logs in
+    browse_sessions_per_week: float = 1.0  # site visits that convert nothing
+    site_capi_rate: float = 0.4  # site events the server sends too (the rest: pixel only)
+    capi_fbp_rate: float = 0.6  # CAPI copies that forward the browser's fbp
+    extra_browser_rate: float = 0.3  # desktops with a second browser (a cookie jar of its own)
+    cookie_clear_per_day: float = 0.01  # a browser's cookies cleared (all domains at once)
+    strict_cookie_share: float = 0.0  # non-Safari browsers that also cap cookies at 7 days
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.days < 1 or self.advertisers < 1:
@@ -180,6 +208,18 @@ PROFILES: dict[str, dict[str, Any]] = {
     "ip-loss": _IP_LOSS,
     "hard": {**_HEAVY_SHARING, **_STRANGERS, **_IP_LOSS},
     "ua-drift": {"ua_upgrade_rate": 0.7},
+    # Browsers that forget: cleared cookies, strict tracking prevention (the pixel's click-id
+    # cookie is lost as often), several browsers per person, and IP loss on top: the case the
+    # identity graph is for.
+    "cookie-churn": {
+        **_IP_LOSS,
+        "pixel_click_id_rate": 0.3,
+        "capi_click_id_rate": 0.15,
+        "cookie_clear_per_day": 0.08,
+        "strict_cookie_share": 0.5,
+        "extra_browser_rate": 0.6,
+        "second_device_rate": 0.7,
+    },
 }
 
 
@@ -192,7 +232,7 @@ def config_from_args(profile: str = "default", **overrides: Any) -> GeneratorCon
     >>> config_from_args("nope")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown profile 'nope'; choose from default, heavy-sharing, ..., ua-drift
+    ValueError: unknown profile 'nope'; choose from default, heavy-sharing, ..., cookie-churn
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
@@ -421,6 +461,8 @@ class _Truth:
     cause: _Shown | None = None
     lift: float = 0.0
     happened: bool = True
+    copies: list[dict[str, Any]] = field(default_factory=list)  # as emitted
+    person: _Person | None = None
 
 
 def _identifier_keys(
@@ -483,6 +525,11 @@ class _World:
         # (user_id, campaign_id) -> ts of every impression, ghosts included
         self.exposures: dict[tuple[str, str], list[int]] = {}
         self.engagement_campaign: dict[str, str] = {}  # shown impression or click -> campaign
+        # For the site events, noted without a draw: moments on an advertiser's site, everyone
+        # simulated, and each emitted conversion's copies with its advertiser, ts and person.
+        self.touches: list[Touch] = []
+        self.people: list[_Person] = []
+        self.site: SiteSimulator | None = None
         self._build_networks()
         self._build_advertisers()
         self._build_campaign_lifts()
@@ -655,6 +702,7 @@ class _World:
             propensity=min(8.0, _lognormal_mean1(rng, 0.8)),
             ctr=min(0.5, cfg.ctr * _lognormal_mean1(rng, 0.7)),
         )
+        self.people.append(person)
         if user_id is not None:
             if rng.random() < cfg.em_known_rate:
                 person.platform_em = _sha256(email)
@@ -678,9 +726,12 @@ class _World:
         hour = rng.choices(range(24), cum_weights=_HOUR_CUM)[0]
         return self.cfg.start_ms + day * DAY_MS + hour * HOUR_MS + rng.randrange(HOUR_MS)
 
-    def _ip_at(self, p: _Person, device: _Device, ts: int) -> str | None:
-        """The IP an event of ``p`` on ``device`` comes from at ``ts``."""
-        cfg, rng = self.cfg, self.rng
+    def _ip_at(
+        self, p: _Person, device: _Device, ts: int, rng: random.Random | None = None
+    ) -> str | None:
+        """The IP an event of ``p`` on ``device`` comes from at ``ts`` (drawn from ``rng``,
+        the world's stream by default)."""
+        cfg, rng = self.cfg, rng or self.rng
         if rng.random() < cfg.ip_null_rate:
             return None
         if p.relay and rng.random() < cfg.relay_rate:
@@ -694,8 +745,8 @@ class _World:
             return rng.choice(self.carriers[p.carrier])
         return p.household.ip_at(ts)
 
-    def _ua(self, device: _Device, ts: int) -> str | None:
-        return None if self.rng.random() < self.cfg.ua_null_rate else device.ua_at(ts)
+    def _ua(self, device: _Device, ts: int, rng: random.Random | None = None) -> str | None:
+        return None if (rng or self.rng).random() < self.cfg.ua_null_rate else device.ua_at(ts)
 
     def _token(self, prefix: str) -> str:
         while True:
@@ -772,6 +823,7 @@ class _World:
         self.engagements[(user_id, adv.advertiser_id)].append((click_ts, "click", click_id))
         self.engagement_campaign[click_id] = ad[0]
         self.cookies.setdefault((device.device_id, a), []).append((click_ts, click_id))
+        self.touches.append(Touch("landing", click_ts, p, device, a, ip, ua, click_id))
         return _Shown(ad[0], ts, click_ts, ghost)
 
     def _login(self, p: _Person) -> None:
@@ -888,10 +940,14 @@ class _World:
             v.channel = "capi"
         if adv.sends_external_id:
             if p.number not in adv.customers:
-                customer = f"{adv.advertiser_id}:customer:{len(adv.customers)}"
-                adv.customers[p.number] = _sha256(customer)
+                adv.customers[p.number] = customer_hash(adv.advertiser_id, len(adv.customers))
             v.external_id = adv.customers[p.number]
         names = _event_names(rng, adv.vertical, cfg.add_to_cart_rate)
+        if v.happened:
+            # The visit's first page, a few minutes before its first conversion.
+            self.touches.append(
+                Touch("visit", v.ts - 5 * MINUTE_MS, p, device, v.advertiser, v.ip, v.ua)
+            )
         ts = v.ts
         for name in names:
             self._conversion(p, v, ts, name)
@@ -906,6 +962,7 @@ class _World:
         event_id = self._token("ord-" if name == "Purchase" else "evt-")
         value = _conversion_value(rng, adv, name)
         copies: list[tuple[str, int, dict[str, str | None]]] = []
+        emitted: list[dict[str, Any]] = []
         if v.channel in ("both", "pixel"):
             arrival = ts + rng.randrange(PIXEL_DELAY_MS[0], PIXEL_DELAY_MS[1] + 1)
             copies.append(("pixel", arrival, self._pixel_data(p, v)))
@@ -924,6 +981,7 @@ class _World:
             }
             if v.happened:
                 self._emit("conversions", arrival, event)
+                emitted.append(event)
         # Identifiers merged over the copies; em/ph hashed (a raw value hashes to the same).
         merged = {
             f: next((ud[f] for _, _, ud in copies if ud[f] is not None), None)
@@ -941,7 +999,12 @@ class _World:
         kind = v.kind if p.user_id is not None else "stranger"
         truth = _Truth(key, adv.advertiser_id, name, event_id, ts, p.user_id, kind, identifiers)
         truth.cause, truth.lift, truth.happened = v.cause, v.lift, v.happened
+        truth.copies, truth.person = emitted, p
         self.truth.append(truth)
+        if emitted:
+            assert v.device is not None
+            touch = Touch("conversion", ts, p, v.device, v.advertiser, v.ip, v.ua)
+            self.touches.append(replace(touch, copies=tuple(emitted)))
 
     def _pixel_data(self, p: _Person, v: _Visit) -> dict[str, str | None]:
         """Browser pixel: IP and UA always, the click-id cookie often, hashed em/ph rarely."""
@@ -978,12 +1041,7 @@ class _World:
         }
 
     def _capi_delay(self) -> int:
-        """Log-uniform between the configured bounds: CAPI batches arrive hours later."""
-        lo_s, hi_s = self.cfg.capi_delay_min_s, self.cfg.capi_delay_max_s
-        delay_s = math.exp(self.rng.uniform(math.log(lo_s), math.log(hi_s)))
-        return min(
-            int(hi_s * SECOND_MS), max(math.ceil(lo_s * SECOND_MS), int(delay_s * SECOND_MS))
-        )
+        return capi_delay_ms(self.rng, self.cfg.capi_delay_min_s, self.cfg.capi_delay_max_s)
 
     def simulate_strangers(self, households: list[_Household], platform_keys: int) -> None:
         """Non-platform converters until they hold ``stranger_share`` of the conversion keys."""
@@ -1018,6 +1076,9 @@ class _World:
         for p in users:
             self.simulate_user(p)
         self.simulate_strangers(households, len(self.truth))
+        if cfg.site_events:
+            self.site = SiteSimulator(self)
+            self.site.run(self.touches)
         return self._finish()
 
     def _finish(self) -> Generated:
@@ -1043,8 +1104,20 @@ class _World:
             if topic == "impressions" or topic == "clicks":
                 position[value["event_id"]] = i
             lines.append({"topic": topic, "value": value})
+        self.reach = GraphReach(self._observations(), self.seen)
         rows = [self._truth_row(t, position) for t in self.truth if t.happened]
-        return Generated(lines, rows, self._campaign_truth())
+        senders = self.site.senders if self.site is not None else {}
+        return Generated(lines, rows, self._campaign_truth(), senders)
+
+    def _observations(self) -> list[Observation]:
+        """Every emitted event's graph nodes: the conversions' copies (with their fbp, if the
+        site gave them one) and the site events."""
+        out = list(self.site.observations) if self.site is not None else []
+        for t in self.truth:
+            if t.copies and t.person is not None:
+                nodes = {n for c in t.copies for n in event_nodes(c["user_data"], t.person)}
+                out.append((t.advertiser_id, t.ts, tuple(sorted(nodes))))
+        return out
 
     def _truth_row(self, t: _Truth, position: dict[str, int]) -> TruthRow:
         linkable = False
@@ -1060,6 +1133,11 @@ class _World:
         if campaign_id is None and last_touch is not None:
             campaign_id = self.engagement_campaign[last_touch["engagement_id"]]
         exposed_effect = t.cause is not None and not t.cause.ghost
+        hops = None
+        if t.user_id is not None:
+            assert t.person is not None
+            own = {n for c in t.copies for n in event_nodes(c["user_data"], t.person)}
+            hops = self.reach.hops(t.advertiser_id, own, t.user_id, t.ts)
         return {
             "conversion_key": t.key,
             "advertiser_id": t.advertiser_id,
@@ -1070,6 +1148,8 @@ class _World:
             "kind": t.kind,
             "last_touch": last_touch,
             "linkable": linkable,
+            "graph_linkable": linkable or hops is not None,
+            "graph_hops": hops,
             "incremental_probability": round(t.lift, 6) if exposed_effect else 0.0,
             "campaign_id": campaign_id,
             "holdout": campaign_id is not None
@@ -1191,11 +1271,13 @@ def _conversion_value(rng: random.Random, adv: _Advertiser, name: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Generated:
-    """One generated data set: the replay, a truth row per conversion, one per campaign."""
+    """One generated data set: the replay, a truth row per conversion, one per campaign, and
+    who sent each site event (its key -> user id, None for a stranger)."""
 
     lines: list[ReplayLine]
     truth: list[TruthRow]
     campaigns: list[CampaignTruthRow]
+    site_senders: dict[str, str | None] = field(default_factory=dict)
 
 
 def generate_all(config: GeneratorConfig | None = None) -> Generated:
@@ -1223,6 +1305,13 @@ def generate(config: GeneratorConfig | None = None) -> tuple[list[ReplayLine], l
     the conversion's identifiers (merged over its copies) was sighted for the converter in
     impressions, clicks or identity at or before the conversion ts (ghost impressions count:
     the request came from the user's device). ``last_touch`` never names a ghost impression.
+    ``graph_hops``: the fewest links, through the advertiser's events on the conversions topic
+    (site events and conversions, none older than 30 days, none after the conversion), from one
+    of the conversion's own identifiers (browser id included, the address not) to an identifier
+    sighted for the converter by then, at most 3 (:mod:`convstream.synth.reach`), else None;
+    ``graph_linkable``: ``linkable`` or ``graph_hops`` is not None, the ceiling of a graph with
+    that reach. Site events (``PageView``, ``ViewContent``, ``Login``: :func:`is_site_event`)
+    are not conversions and have no truth row.
 
     Incrementality: ``campaign_id`` is the campaign whose (ghost) impression drove the visit
     (ad-driven visits, and held-out users' visits that happened anyway, which are ``organic``),
@@ -1282,11 +1371,14 @@ def summarize(lines: Sequence[ReplayLine], truth: Sequence[TruthRow]) -> dict[st
     raw_pii = 0
     ip_users: dict[str, set[str]] = {}
     platform_events = null_ip = relay_ip = ghosts = 0
+    site_events: dict[str, int] = dict.fromkeys(SITE_EVENT_NAMES, 0)
     for line in lines:
         topic, v = line["topic"], line["value"]
         topics[topic] = topics.get(topic, 0) + 1
         ghosts += topic == "impressions" and bool(v.get("holdout"))
-        if topic == "conversions":
+        if is_site_event(line):
+            site_events[v["event_name"]] += 1
+        elif topic == "conversions":
             key = f"{v['advertiser_id']}:{v['event_name']}:{v['event_id']}"
             sources.setdefault(key, set()).add(v["source"])
             ud = v["user_data"]
@@ -1307,7 +1399,11 @@ def summarize(lines: Sequence[ReplayLine], truth: Sequence[TruthRow]) -> dict[st
         "topics": topics,
         "conversion_keys": n,
         "stranger_share": _ratio(n - len(platform), n),
+        "site_events": site_events,
         "linkable_share": _ratio(sum(row["linkable"] for row in platform), len(platform)),
+        "graph_linkable_share": _ratio(
+            sum(row["graph_linkable"] for row in platform), len(platform)
+        ),
         "last_touch_share": _ratio(
             sum(row["last_touch"] is not None for row in platform), len(platform)
         ),
@@ -1320,6 +1416,15 @@ def summarize(lines: Sequence[ReplayLine], truth: Sequence[TruthRow]) -> dict[st
         "relay_ip_share": _ratio(relay_ip, platform_events),
         "mean_users_per_ip": _ratio(sum(len(u) for u in ip_users.values()), n_ips),
     }
+
+
+def is_site_event(line: ReplayLine) -> bool:
+    """Whether a replay line is a site event (not a conversion, no truth row: graph input).
+
+    >>> is_site_event({"topic": "conversions", "value": {"event_name": "PageView"}})
+    True
+    """
+    return line["topic"] == "conversions" and line["value"].get("event_name") in SITE_EVENT_NAMES
 
 
 def _ratio(num: float, den: float) -> float:

@@ -14,6 +14,15 @@ def _listed(value: Any) -> list[Any] | None:
     return None if value is None else [value]
 
 
+def _click_id(ud: dict[str, Any]) -> Any:
+    """The click id of today's shape: ``click_id``, else the one inside Meta's ``fbc`` (site
+    events of the generator carry it that way)."""
+    fbc = ud.get("fbc")
+    if ud.get("click_id") is None and isinstance(fbc, str) and fbc.count(".") >= 3:
+        return fbc.split(".", 3)[3]
+    return ud.get("click_id")
+
+
 def to_pinterest(event: dict[str, Any]) -> dict[str, Any]:
     """A Pinterest v5 CAPI event (``event_time`` in seconds, identifier arrays, custom_data)."""
     ud = event.get("user_data") or {}
@@ -27,7 +36,7 @@ def to_pinterest(event: dict[str, Any]) -> dict[str, Any]:
             "ph": _listed(ud.get("ph")),
             "external_id": _listed(ud.get("external_id")),
             "hashed_maids": _listed(ud.get("device_id")),
-            "click_id": ud.get("click_id"),
+            "click_id": _click_id(ud),
             "client_ip_address": ud.get("client_ip_address"),
             "client_user_agent": ud.get("client_user_agent"),
         },
@@ -44,7 +53,7 @@ def to_pinterest(event: dict[str, Any]) -> dict[str, Any]:
 def to_meta(event: dict[str, Any]) -> dict[str, Any]:
     """A Meta CAPI event: lists where the SDK makes them, ``fbc`` with the click id, ``madid``."""
     ud = event.get("user_data") or {}
-    click = ud.get("click_id")
+    click = _click_id(ud)
     out: dict[str, Any] = {
         "event_name": event["event_name"],
         "event_time": event["ts"] // 1000,
@@ -57,6 +66,7 @@ def to_meta(event: dict[str, Any]) -> dict[str, Any]:
             "external_id": _listed(ud.get("external_id")),
             "madid": ud.get("device_id"),
             "fbc": None if click is None else f"fb.1.{event['ts']}.{click}",
+            "fbp": ud.get("fbp"),
             "client_ip_address": ud.get("client_ip_address"),
             "client_user_agent": ud.get("client_user_agent"),
         },

@@ -201,7 +201,7 @@ def test_version(files: Path):
 
 def test_help_shows_defaults_and_choices(files: Path):
     demo = convstream("demo", "--help", cwd=files).stdout
-    assert "{default,heavy-sharing,strangers,ip-loss,hard,ua-drift}" in demo
+    assert "{default,heavy-sharing,strangers,ip-loss,hard,ua-drift,cookie-churn}" in demo
     assert "(default: demo-out)" in " ".join(demo.split())
     assert "(default: 180.0)" in " ".join(demo.split())
     worker = " ".join(convstream("worker", "--help", cwd=files).stdout.split())
@@ -341,3 +341,22 @@ def test_evaluate_with_a_replay_and_campaign_truth_scores_the_lift(lift_files: P
     assert {"coverage", "zero_lift_not_significant", "mean_abs_lift_error"} <= set(lift)
     table = convstream(*command.split()[:-1], cwd=lift_files).stdout
     assert "campaign lift from the labels' converters" in table and "lift vs truth:" in table
+
+
+def test_generate_no_site_events_writes_the_traffic_before_them(tmp_path: Path):
+    """The flag gives main's bytes before site events (the digest pinned in
+    tests/synth/test_site_events.py); without it the same world gains site events."""
+    import hashlib
+
+    from tests.synth.test_site_events import BEFORE_SITE_EVENTS
+
+    common = ("generate", "--users", "300", "--days", "4", "--seed", "7")
+    off = convstream(
+        *common, "--no-site-events", "-o", "off.jsonl", "--truth", "t.jsonl", cwd=tmp_path
+    )
+    assert off.returncode == 0, off.stderr
+    digest = hashlib.sha256((tmp_path / "off.jsonl").read_bytes()).hexdigest()
+    assert digest == BEFORE_SITE_EVENTS["default"]
+    on = convstream(*common, "-o", "on.jsonl", "--truth", "t2.jsonl", cwd=tmp_path)
+    assert on.returncode == 0, on.stderr
+    assert b'"event_name":"PageView"' in (tmp_path / "on.jsonl").read_bytes()

@@ -284,3 +284,31 @@ async def test_the_agent_gives_the_offline_engines_labels(replay):
     offline = run_offline(replay, MatchModel)
     assert len(offline) > 100
     assert [gist(lab) for lab in transport.labels] == [gist(lab) for lab in offline]
+
+
+async def test_site_events_get_no_label_and_are_counted_by_name(tmp_path):
+    """PageView is not a conversion by default; with conversion_events = ["Purchase"] in the
+    settings file, AddToCart is not either. Neither reaches the lifecycle: no lookup, no hold,
+    no label, only convstream_site_events_total."""
+    from convstream.stream import metrics
+
+    def count(name: str) -> float:
+        sample = metrics.REGISTRY.get_sample_value(
+            "convstream_site_events_total", {"event_name": name}
+        )
+        return sample or 0.0
+
+    path = tmp_path / "attribution.toml"
+    path.write_text('[advertiser."a"]\nconversion_events = ["Purchase"]\n')
+    rt = FakeRuntime(settings=Settings(hold_idle_s=0.0, attribution_config=str(path)))
+    agent = ConversionsAdapter(rt)
+    em = sha256_hex("ann@example.com")
+    before = count("PageView"), count("AddToCart")
+    page = dict(conversion("p1", T, em=em), event_name="PageView", source="pixel")
+    cart = dict(conversion("c1", T, em=em), event_name="AddToCart")
+    await agent.on_batch([record("conversions", page), record("conversions", cart)])
+    assert (count("PageView"), count("AddToCart")) == (before[0] + 1, before[1] + 1)
+    assert rt.tables["conversions"] == {}
+    await agent.on_batch([record("conversions", conversion("o1", T, em=em))])
+    assert list(rt.tables["conversions"]) == ["a:Purchase:o1"]
+    assert rt.dead == []

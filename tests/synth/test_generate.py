@@ -27,6 +27,7 @@ from convstream.synth.generate import (
     GeneratorConfig,
     config_from_args,
     generate,
+    is_site_event,
     summarize,
     write_replay,
     write_truth,
@@ -66,10 +67,15 @@ def conv_key(v: dict[str, Any]) -> str:
 
 
 def by_topic(lines: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Values by topic; site events (on the conversions topic) under ``site``."""
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for line in lines:
-        out[line["topic"]].append(line["value"])
+        out["site" if is_site_event(line) else line["topic"]].append(line["value"])
     return out
+
+
+def without_site_events(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in lines if not is_site_event(line)]
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +153,7 @@ def test_config_from_args_profiles_and_overrides():
 def test_default_size_and_speed(default_run):
     lines, truth, seconds = default_run
     assert seconds < 10
-    assert 60_000 <= len(lines) <= 120_000
+    assert 60_000 <= len(without_site_events(lines)) <= 120_000
     assert 1_000 <= len(truth)
 
 
@@ -183,7 +189,7 @@ def test_every_topic_has_exact_fields_and_types(small_runs):
     lines, truth = small_runs["default"]
     end_ms = START_MS + SMALL["days"] * DAY_MS
     topics = by_topic(lines)
-    assert set(topics) == {"impressions", "clicks", "identity", "conversions", "feedback"}
+    assert set(topics) == {"impressions", "clicks", "identity", "conversions", "feedback", "site"}
     assert all(set(line) == {"topic", "value"} for line in lines)
     engagement_fields = [
         "event_id",
@@ -231,7 +237,7 @@ def test_every_topic_has_exact_fields_and_types(small_runs):
         assert isinstance(v["value"], float) and v["value"] >= 0
         assert v["currency"] in ("USD", "EUR", "GBP")
         ud = v["user_data"]
-        assert set(ud) == USER_DATA_FIELDS
+        assert set(ud) - {"fbp"} == USER_DATA_FIELDS
         assert all(_opt(x, str) for x in ud.values())
         assert _ip_ok(ud["client_ip_address"])
         for f in ("external_id", "device_id"):
@@ -278,6 +284,8 @@ def test_truth_rows_shape(small_runs):
             "kind",
             "last_touch",
             "linkable",
+            "graph_linkable",
+            "graph_hops",
             "incremental_probability",
             "campaign_id",
             "holdout",
@@ -286,6 +294,9 @@ def test_truth_rows_shape(small_runs):
         assert (row["kind"] == "stranger") == (row["user_id"] is None)
         if row["user_id"] is None:
             assert row["last_touch"] is None and row["linkable"] is False
+            assert row["graph_linkable"] is False and row["graph_hops"] is None
+        assert row["graph_linkable"] >= row["linkable"]
+        assert (row["graph_hops"] is not None) <= row["graph_linkable"]
         if row["kind"] == "click_through":
             assert row["last_touch"]["engagement_type"] == "click"
         if row["kind"] == "view_through":
@@ -300,7 +311,7 @@ def test_capi_and_pixel_copies_share_the_key_and_capi_arrives_later(default_run)
     lines, truth, _ = default_run
     copies: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     for i, line in enumerate(lines):
-        if line["topic"] == "conversions":
+        if line["topic"] == "conversions" and not is_site_event(line):
             copies[conv_key(line["value"])].append((i, line["value"]))
     pairs = 0
     for found in copies.values():

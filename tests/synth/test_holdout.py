@@ -47,6 +47,8 @@ def test_exposed_users_traffic_is_the_world_without_holdouts(world, no_holdout):
     convert exactly as in a world without holdouts, line for line and in the same order."""
     held_users = {user for user, _ in _held_pairs(world)}
     truth_user = {r["conversion_key"]: r["user_id"] for r in no_holdout.truth + world.truth}
+    # Site events too: each person's come from a stream of their own.
+    truth_user |= no_holdout.site_senders | world.site_senders
 
     def user_of(line: dict[str, Any]) -> str | None:
         v = line["value"]

@@ -124,6 +124,10 @@ class ConversionsAdapter:
                 await self.rt.dead_letter(event, item.reason, str(item))
                 continue
             metrics.count_identifier_rejected(item.rejected)
+            if not self.lifecycle.config().is_conversion(item.advertiser_id, item.event_name):
+                # A site event: no label. Counted until the identity graph reads it (phase 2).
+                metrics.count_site_event(item.event_name)
+                continue
             right = routing.target(event, item.key, self.rt.settings.partitions)
             if right is not None:
                 # Produced by another partitioner, or one event of a batch: forwarded as its

@@ -61,6 +61,11 @@ class EvalReport:
     match_recall: float | None
     linkable_ceiling: float | None
     recall_of_linkable: float | None
+    # The same with the identity graph's reach (truth rows with ``graph_linkable``; None when
+    # the truth file predates it).
+    n_graph_linkable: int | None
+    graph_linkable_ceiling: float | None
+    recall_of_graph_linkable: float | None
     stranger_false_match_rate: float | None
     # Calibration of match_confidence on judged labels that name a user.
     ece: float | None
@@ -85,6 +90,17 @@ class EvalReport:
         """
         return asdict(self)
 
+    def _graph_lines(self) -> list[str]:
+        """The linkable ceiling and recall with the identity graph's reach (issue 24), when the
+        truth file gives it."""
+        if self.n_graph_linkable is None:
+            return []
+        return [
+            f"  ceiling with graph reach  {_f(self.graph_linkable_ceiling)}"
+            f"   ({self.n_graph_linkable} linkable through the identity graph)",
+            f"  recall of graph-linkable  {_f(self.recall_of_graph_linkable)}",
+        ]
+
     def format_table(self) -> str:
         """A readable multi-line text table of the report.
 
@@ -104,6 +120,7 @@ class EvalReport:
             f"  linkable ceiling          {_f(self.linkable_ceiling)}"
             f"   ({self.n_linkable} linkable)",
             f"  recall of linkable        {_f(self.recall_of_linkable)}",
+            *self._graph_lines(),
             f"  stranger false matches    {_f(self.stranger_false_match_rate)}"
             f"   (of {self.n_strangers} strangers)",
             "calibration (labels with a user)",
@@ -259,7 +276,8 @@ def evaluate(labels: Iterable[Label], truth: Iterable[TruthRow]) -> EvalReport:
     missing = sorted(k for k in truth_by_key if k not in kept)
     unexpected = sorted(k for k in kept if k not in truth_by_key)
 
-    n_platform = n_linkable = n_strangers = 0
+    n_platform = n_linkable = n_strangers = n_graph = correct_graph = 0
+    graph_known = False
     correct_platform = correct_linkable = stranger_matched = 0
     n_with_user = n_correct = 0
     pairs: list[tuple[float, bool]] = []
@@ -281,6 +299,11 @@ def evaluate(labels: Iterable[Label], truth: Iterable[TruthRow]) -> EvalReport:
             if row.get("linkable"):
                 n_linkable += 1
                 correct_linkable += right
+            if "graph_linkable" in row:
+                graph_known = True
+                if row["graph_linkable"]:
+                    n_graph += 1
+                    correct_graph += right
         last_touch = row.get("last_touch")
         if last_touch is not None and true_user is not None:
             n_last_touch += 1
@@ -333,6 +356,9 @@ def evaluate(labels: Iterable[Label], truth: Iterable[TruthRow]) -> EvalReport:
         match_recall=_ratio(correct_platform, n_platform),
         linkable_ceiling=_ratio(n_linkable, n_platform),
         recall_of_linkable=_ratio(correct_linkable, n_linkable),
+        n_graph_linkable=n_graph if graph_known else None,
+        graph_linkable_ceiling=_ratio(n_graph, n_platform) if graph_known else None,
+        recall_of_graph_linkable=_ratio(correct_graph, n_graph) if graph_known else None,
         stranger_false_match_rate=_ratio(stranger_matched, n_strangers),
         ece=expected_calibration_error(bins),
         brier=brier,

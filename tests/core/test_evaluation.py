@@ -256,3 +256,25 @@ def test_properties(world):
     shuffled = list(labels)
     rnd.shuffle(shuffled)
     assert evaluate(shuffled, truth).as_dict() == r.as_dict()  # distinct revisions: order-free
+
+
+def test_the_ceiling_with_the_graphs_reach_is_reported_when_the_truth_has_it():
+    truth = [
+        {"conversion_key": "a", "user_id": "u1", "linkable": True, "graph_linkable": True},
+        {"conversion_key": "b", "user_id": "u2", "linkable": False, "graph_linkable": True},
+        {"conversion_key": "c", "user_id": "u3", "linkable": False, "graph_linkable": False},
+        {"conversion_key": "d", "user_id": None, "linkable": False, "graph_linkable": False},
+    ]
+    labels = [
+        {"conversion_key": "a", "user_id": "u1", "match_confidence": 0.9},
+        {"conversion_key": "b", "user_id": "u9", "match_confidence": 0.6},
+        {"conversion_key": "c", "user_id": None, "match_confidence": 0.0},
+        {"conversion_key": "d", "user_id": None, "match_confidence": 0.0},
+    ]
+    report = evaluate(labels, truth)
+    assert (report.linkable_ceiling, report.recall_of_linkable) == (1 / 3, 1.0)
+    assert report.n_graph_linkable == 2
+    assert (report.graph_linkable_ceiling, report.recall_of_graph_linkable) == (2 / 3, 0.5)
+    assert "ceiling with graph reach  0.667" in report.format_table()
+    old = evaluate(labels, [{k: v for k, v in r.items() if k != "graph_linkable"} for r in truth])
+    assert old.n_graph_linkable is None and "graph reach" not in old.format_table()

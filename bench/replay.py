@@ -72,16 +72,22 @@ def ticks(after_ts: int, partitions: int) -> list[dict[str, Any]]:
 
 
 def sized_replay(
-    events: int, *, seed: int = 7, partitions: int = 4, lateness_ms: int | None = None
+    events: int,
+    *,
+    seed: int = 7,
+    partitions: int = 4,
+    lateness_ms: int | None = None,
+    traffic: str = "default",
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """A default-profile replay of about ``events`` input events, ticks appended, and its truth.
+    """A replay of about ``events`` input events of the generator's ``traffic`` profile (users
+    sized on the default profile's rate), ticks appended, and its truth.
 
     ``lateness_ms`` must be the workers' ``allowed_lateness_ms`` (default: the Settings default).
     """
     if lateness_ms is None:
         lateness_ms = Settings().allowed_lateness_ms
     lines, truth = generate(
-        config_from_args("default", seed=seed, users=users_for(events), days=DAYS)
+        config_from_args(traffic, seed=seed, users=users_for(events), days=DAYS)
     )
     newest = max(line["value"]["ts"] for line in lines)
     return lines + ticks(newest + lateness_ms + 1_000, partitions), truth

@@ -1,7 +1,8 @@
 """``python -m bench.run [--events N] [--smoke] [--scaling]``: the whole benchmark, one command.
 
 Stages, each on a fresh embedded tansu broker on 127.0.0.1 with the same generated replay
-(default profile, 14 days, users scaled to ``--events``, ticks appended; see :mod:`bench.replay`):
+(the generator's ``--traffic`` profile, default ``default``; 14 days, users scaled to
+``--events``, ticks appended; see :mod:`bench.replay`):
 
 1. ``raw``: raw aiokafka consume -> orjson -> produce passthrough of the preloaded replay;
 2. ``faust``: a bare Faust agent doing the same with ``take_events`` batches (own process);
@@ -161,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--traffic",
+        default="default",
+        help="the generator's profile of every replay (default; heavy-sharing is where the "
+        "worker is slowest)",
+    )
     parser.add_argument("--raw-repeat", type=int, help="raw passthrough repetitions (3)")
     parser.add_argument("--profile", type=Path, help="py-spy the Faust and convstream workers")
     parser.add_argument("--workdir", type=Path, help="logs and state (default: a temp dir)")
@@ -201,7 +208,9 @@ def run_bench(argv: list[str]) -> Results:
     started = time.monotonic()
     lines: list[dict[str, Any]] = []
     if stages:
-        lines, _ = sized_replay(events, seed=args.seed, partitions=p, lateness_ms=lateness)
+        lines, _ = sized_replay(
+            events, seed=args.seed, partitions=p, lateness_ms=lateness, traffic=args.traffic
+        )
         results.events = len(lines)
         _say(f"replay: {len(lines):,} input events, {results.users:,} users")
 
@@ -235,7 +244,11 @@ def run_bench(argv: list[str]) -> Results:
         paced = lines
         if args.latency_events:
             paced, _ = sized_replay(
-                args.latency_events, seed=args.seed, partitions=p, lateness_ms=lateness
+                args.latency_events,
+                seed=args.seed,
+                partitions=p,
+                lateness_ms=lateness,
+                traffic=args.traffic,
             )
         _say(f"latency: {len(paced):,} events at {rate:,.0f} ev/s (~{len(paced) / rate:,.0f} s)")
         with _broker(workdir, "latency") as broker:
@@ -251,7 +264,9 @@ def run_bench(argv: list[str]) -> Results:
         elif args.smoke:
             sizes = (1_000, SMOKE_EVENTS)
         for size in sizes:
-            scaled, _ = sized_replay(size, seed=args.seed, partitions=p, lateness_ms=lateness)
+            scaled, _ = sized_replay(
+                size, seed=args.seed, partitions=p, lateness_ms=lateness, traffic=args.traffic
+            )
             _say(f"scaling: {len(scaled):,} events")
             with _broker(workdir, f"scale-{size}") as broker:
                 t = run_throughput(

@@ -1,0 +1,97 @@
+"""A logistic regression on one-hot features, fitted exactly from its sufficient statistics.
+
+Examples with the same active features are one cell; a cell keeps the summed weights of its
+positive and negative examples, so the state is bounded by the number of feature combinations
+and not by the number of examples, and the fit does not depend on their order. The fit is the
+maximum a posteriori estimate with a normal prior of precision ``l2`` on every weight but the
+intercept (ridge), by Newton's method warm-started from the previous fit, redone once
+``refit_every`` examples have come since (so the same examples give the same model).
+
+>>> m = Logit(l2=0.0)
+>>> m.add({"x=a": 1.0}, positive=3.0, negative=1.0)
+>>> m.add({"x=b": 1.0}, positive=1.0, negative=3.0)
+>>> round(m.predict({"x=a": 1.0}), 3), round(m.predict({"x=b": 1.0}), 3)
+(0.75, 0.25)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+Cell = tuple[str, ...]
+
+
+class Logit:
+    """See the module docstring; ``examples`` counts the :meth:`add` calls."""
+
+    def __init__(self, *, l2: float = 1.0, refit_every: int = 20, iterations: int = 25) -> None:
+        self.l2 = l2
+        self.refit_every = refit_every
+        self.iterations = iterations
+        self.cells: dict[Cell, list[float]] = {}
+        self.index: dict[str, int] = {}
+        self.weights = np.zeros(1)
+        self.examples = 0
+        self._fitted_at = -1
+
+    def add(self, x: Mapping[str, float], *, positive: float, negative: float) -> None:
+        """An example (or a weighted pair) with active features ``x`` (values are ignored:
+        one-hot)."""
+        cell = tuple(sorted(x))
+        for name in cell:
+            if name not in self.index:
+                self.index[name] = len(self.index) + 1
+        sums = self.cells.setdefault(cell, [0.0, 0.0])
+        sums[0] += positive
+        sums[1] += negative
+        self.examples += 1
+
+    def fit(self) -> None:
+        """Newton's method on the penalized log likelihood of the cells."""
+        self._fitted_at = self.examples
+        k = len(self.index) + 1
+        w = np.zeros(k)
+        w[: len(self.weights)] = self.weights
+        cells = list(self.cells.items())
+        if not cells:
+            return
+        x = np.zeros((len(cells), k))
+        x[:, 0] = 1.0
+        for row, (cell, _) in enumerate(cells):
+            for name in cell:
+                x[row, self.index[name]] = 1.0
+        pos = np.array([s[0] for _, s in cells])
+        tot = pos + np.array([s[1] for _, s in cells])
+        penalty = np.full(k, self.l2)
+        penalty[0] = 1e-6
+        for _ in range(self.iterations):
+            p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -50.0, 50.0)))
+            grad = x.T @ (pos - tot * p) - penalty * w
+            hess = (x.T * (tot * p * (1.0 - p))) @ x + np.diag(penalty)
+            step = np.linalg.solve(hess, grad)
+            # Damped: a near-separable cell can ask for a huge first step.
+            size = float(np.max(np.abs(step)))
+            if size > 2.0:
+                step *= 2.0 / size
+            w = w + step
+            if size < 1e-8:
+                break
+        self.weights = w
+
+    def logit(self, x: Mapping[str, float]) -> float:
+        """The fitted log odds at ``x`` (unknown features count 0), refitting when due."""
+        if self._fitted_at < 0 or self.examples - self._fitted_at >= self.refit_every:
+            self.fit()
+        z = float(self.weights[0])
+        for name in x:
+            i = self.index.get(name)
+            if i is not None and i < len(self.weights):
+                z += float(self.weights[i])
+        return z
+
+    def predict(self, x: Mapping[str, float]) -> float:
+        z = self.logit(x)
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0

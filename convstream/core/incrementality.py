@@ -15,10 +15,11 @@ spend at any x (the person-time) is split between the arms in the campaign's rat
 (its held-out and exposed users). A conversion at x then comes from the holdout with odds
 (lambda_H(x) n_H) / (lambda_E(x) n_E): the non-converting time of every user is what makes the
 arms comparable, and it enters through that ratio, which counts every user who entered,
-converted or not. A logistic regression on converters' units (y: held out), each held-out one
-weighted n_E / n_H, therefore learns log(lambda_H(x) / lambda_E(x)) as its logit, and
+converted or not. A logistic regression on converters' units (y: held out) with the known term
+log(n_H / n_E) of the unit's campaign in its logit (an offset) therefore learns
+log(lambda_H(x) / lambda_E(x)) as the rest of it, b(x), and
 
-    incremental_probability(x) = max(0, 1 - q(x) / (1 - q(x))), q the predicted P(held out).
+    incremental_probability(x) = max(0, 1 - exp(b(x))).
 
 That is the two-model (T-learner) ratio p_H / p_E without fitting either rate: their common
 baseline (how often this kind of user converts anyway) cancels, which is the part a 10 %
@@ -27,8 +28,9 @@ unit of the user's that it falls in (every campaign of its advertiser entered le
 window before), in either arm.
 
 **Features, all the same in both arms.** Campaign, recency of the last exposure to the campaign
-(impression or ghost), frequency of exposure to it in the unit, and the user's activity
-(exposures to any campaign in the last 7 days), one-hot in bins. Not the engagement type: a
+(impression or ghost), campaign x recency (how soon a campaign's lift fades differs), frequency
+of exposure to it in the unit, and the user's activity (exposures to any campaign in the last 7
+days), one-hot in bins. Not the engagement type: a
 held-out user never clicks (the ghost was not shown), so "clicked" exists in one arm only and no
 randomized contrast says what it changes; a click follows its impression within seconds, so
 its recency is the impression's.
@@ -110,14 +112,16 @@ def features(unit: Unit, activity: int, ts: int) -> Features:
 
     >>> u = Unit("c", 0, False, [0, 2 * HOUR_MS, 9 * DAY_MS], 3)
     >>> sorted(features(u, 7, 3 * HOUR_MS))
-    ['activity=1', 'campaign=c', 'frequency=1', 'recency=1']
+    ['activity=1', 'campaign=c', 'campaign=c&recency=1', 'frequency=1', 'recency=1']
     """
     k = bisect.bisect_right(unit.times, ts)
     last = unit.times[k - 1] if k else unit.first_ts
     n = unit.n - (len(unit.times) - k)
+    recency = bin_of(max(0, ts - last), RECENCY_EDGES_MS)
     return {
         f"campaign={unit.campaign_id}": 1.0,
-        f"recency={bin_of(max(0, ts - last), RECENCY_EDGES_MS)}": 1.0,
+        f"campaign={unit.campaign_id}&recency={recency}": 1.0,
+        f"recency={recency}": 1.0,
         f"frequency={bin_of(max(1, n), FREQUENCY_EDGES)}": 1.0,
         f"activity={bin_of(activity, ACTIVITY_EDGES)}": 1.0,
     }
@@ -138,11 +142,8 @@ class Estimator:
         self.holdout_learned = 0
         self.learned = 0
 
-    def learn(self, x: Features, holdout: bool, weight: float) -> None:
-        if holdout:
-            self.model.add(x, positive=weight, negative=0.0)
-        else:
-            self.model.add(x, positive=0.0, negative=weight)
+    def learn(self, x: Features, holdout: bool) -> None:
+        self.model.add(x, positive=float(holdout), negative=float(not holdout))
         self.learned += 1
         self.holdout_learned += holdout
 
@@ -179,6 +180,7 @@ class Incrementality:
         self.recent: dict[UserId, list[int]] = {}
         #: Users entered per campaign: [exposed, held out] (re-entries after a window count).
         self.arms: dict[CampaignId, list[int]] = {}
+        self.estimator.model.offset = self.log_arm_ratio
         self._ends: list[tuple[int, UserId, AdvertiserId, CampaignId, int]] = []
 
     def window_ms(self, advertiser_id: AdvertiserId) -> int:
@@ -226,26 +228,29 @@ class Incrementality:
         units = self.units.get(user_id, {}).get(advertiser_id, ())
         return [u for u in units if u.first_ts <= ts <= u.first_ts + window]
 
-    def holdout_weight(self, campaign_id: CampaignId) -> float:
-        """n_E / n_H of the campaign so far: a held-out conversion stands for that many.
+    def log_arm_ratio(self, cell: Iterable[str]) -> float:
+        """log(n_H / n_E) of the campaign of a cell of features, its users so far: the odds
+        that a conversion comes from the holdout when the ads change nothing (an empty arm
+        counts half a user, so that the logarithm is finite).
 
         >>> inc = Incrementality()
         >>> inc.arms["c"] = [90, 10]
-        >>> inc.holdout_weight("c")
-        9.0
+        >>> round(inc.log_arm_ratio(["campaign=c", "recency=0"]), 4)
+        -2.1972
         """
-        exposed, held = self.arms.get(campaign_id, (0, 0))
-        return exposed / held if held else 0.0
+        for name in cell:
+            if name.startswith("campaign=") and "&" not in name:
+                exposed, held = self.arms.get(name[len("campaign=") :], (0, 0))
+                return math.log((held or 0.5) / (exposed or 0.5))
+        return 0.0
 
     def learn(self, user_id: UserId, advertiser_id: AdvertiserId, ts: int) -> int:
         """A conversion of ``user_id``: one example per unit it falls in; returns how many."""
         activity = self._activity(user_id, ts)
         learned = 0
         for unit in self.units_at(user_id, advertiser_id, ts):
-            weight = self.holdout_weight(unit.campaign_id) if unit.holdout else 1.0
-            if weight > 0:
-                self.estimator.learn(features(unit, activity, ts), unit.holdout, weight)
-                learned += 1
+            self.estimator.learn(features(unit, activity, ts), unit.holdout)
+            learned += 1
         return learned
 
     def unit_features(

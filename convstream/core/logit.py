@@ -6,6 +6,8 @@ and not by the number of examples, and the fit does not depend on their order. T
 maximum a posteriori estimate with a normal prior of precision ``l2`` on every weight but the
 intercept (ridge), by Newton's method warm-started from the previous fit, redone once
 ``refit_every`` examples have come since (so the same examples give the same model).
+``offset`` gives a cell a known term of its logit, added in the fit and not in :meth:`logit`
+(a case-only design's log ratio of the arms' sizes).
 
 >>> m = Logit(l2=0.0)
 >>> m.add({"x=a": 1.0}, positive=3.0, negative=1.0)
@@ -17,7 +19,7 @@ intercept (ridge), by Newton's method warm-started from the previous fit, redone
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -27,8 +29,16 @@ Cell = tuple[str, ...]
 class Logit:
     """See the module docstring; ``examples`` counts the :meth:`add` calls."""
 
-    def __init__(self, *, l2: float = 1.0, refit_every: int = 20, iterations: int = 25) -> None:
+    def __init__(
+        self,
+        *,
+        l2: float = 1.0,
+        refit_every: int = 20,
+        iterations: int = 25,
+        offset: Callable[[Cell], float] | None = None,
+    ) -> None:
         self.l2 = l2
+        self.offset = offset
         self.refit_every = refit_every
         self.iterations = iterations
         self.cells: dict[Cell, list[float]] = {}
@@ -63,12 +73,16 @@ class Logit:
         for row, (cell, _) in enumerate(cells):
             for name in cell:
                 x[row, self.index[name]] = 1.0
+        off = np.zeros(len(cells))
+        if self.offset is not None:
+            off = np.array([self.offset(cell) for cell, _ in cells])
         pos = np.array([s[0] for _, s in cells])
         tot = pos + np.array([s[1] for _, s in cells])
-        penalty = np.full(k, self.l2)
+        # A floor keeps one-hot groups (collinear with the intercept) solvable at l2 = 0.
+        penalty = np.full(k, max(self.l2, 1e-6))
         penalty[0] = 1e-6
         for _ in range(self.iterations):
-            p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -50.0, 50.0)))
+            p = 1.0 / (1.0 + np.exp(-np.clip(x @ w + off, -50.0, 50.0)))
             grad = x.T @ (pos - tot * p) - penalty * w
             hess = (x.T * (tot * p * (1.0 - p))) @ x + np.diag(penalty)
             step = np.linalg.solve(hess, grad)

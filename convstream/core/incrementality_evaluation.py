@@ -22,7 +22,8 @@ ECE_BINS = 10
 @dataclass(frozen=True, slots=True)
 class Qini:
     """A ranking's Qini coefficient ``q``, the perfect ranking's ``q_perfect``, their ratio
-    ``normalized`` (Radcliffe's Q) and the curve (fraction targeted, share of T captured)."""
+    ``normalized`` (Radcliffe's Q), and the curve (fraction targeted, share of T captured) of
+    the ranking and of the perfect one."""
 
     n: int
     total: float
@@ -30,6 +31,7 @@ class Qini:
     q_perfect: float | None
     normalized: float | None
     curve: list[tuple[float, float]] = field(default_factory=list)
+    perfect_curve: list[tuple[float, float]] = field(default_factory=list)
 
 
 def _gains(pairs: list[tuple[float, float]]) -> tuple[float, list[float]]:
@@ -80,14 +82,29 @@ def qini(scores: Iterable[float], truths: Iterable[float], *, points: int = 100)
         return Qini(n, total, None, None, None)
     random_area = total * (n + 1) / 2
     area, ends = _gains(pairs)
-    best, _ = _gains([(t, t) for _, t in pairs])
+    best, best_ends = _gains([(t, t) for _, t in pairs])
     q = (area - random_area) / (n * total)
     q_perfect = (best - random_area) / (n * total)
+    normalized = q / q_perfect if q_perfect > 0 else None
+    return Qini(
+        n,
+        total,
+        q,
+        q_perfect,
+        normalized,
+        _curve(ends, total, points),
+        _curve(best_ends, total, points),
+    )
+
+
+def _curve(ends: list[float], total: float, points: int) -> list[tuple[float, float]]:
+    """About ``points`` points of (fraction targeted, share of the total gained)."""
+    n = len(ends)
     step = max(1, n // points)
     curve = [(0.0, 0.0)] + [((k + 1) / n, ends[k] / total) for k in range(step - 1, n, step)]
     if curve[-1][0] < 1.0:
         curve.append((1.0, 1.0))
-    return Qini(n, total, q, q_perfect, q / q_perfect if q_perfect > 0 else None, curve)
+    return curve
 
 
 def ece(

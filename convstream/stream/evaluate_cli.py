@@ -136,9 +136,9 @@ def incrementality_of(
     labels: list[dict[str, Any]],
     truth: list[dict[str, Any]],
     replay: list[dict[str, Any]] | None,
-) -> IncrementalityScore:
+) -> tuple[IncrementalityScore, dict[str, float | None] | None]:
     """The labels' incremental probabilities against the truth; with the replay, beside the
-    same estimator trained on the truth (the oracle)."""
+    same estimator trained on the truth (the oracle, whose probabilities come second)."""
     oracle = None
     if replay is not None:
         from convstream.core.incrementality_replay import replay_scores
@@ -147,7 +147,7 @@ def incrementality_of(
             t["conversion_key"]: float(t.get("incremental_probability") or 0.0) for t in truth
         }
         oracle = replay_scores(replay, labels, truth=true_p)
-    return score_incrementality(labels, truth, oracle)
+    return score_incrementality(labels, truth, oracle), oracle
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -161,10 +161,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # the offline model's (from --replay).
     incremental_source, incremental_labels = "labels", labels
     warnings = problems(reports["worker"], min_coverage=args.min_coverage)
-    if args.report:
-        from convstream.stream.report import render_report
-
-        print(f"wrote {render_report(labels, truth, args.report)}", file=sys.stderr)
     if args.replay:
         from convstream.core.engine import run_offline
         from convstream.core.matching.baseline import DeterministicOnly, RuleBaseline
@@ -185,9 +181,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         ):
             warnings.append(f"--replay {args.replay}: {problem}")
         lift = _lift(replay, labels, args.truth)
-    incremental = None
+    incremental = oracle = None
     if has_incremental(incremental_labels):
-        incremental = incrementality_of(incremental_labels, truth, replay)
+        incremental, oracle = incrementality_of(incremental_labels, truth, replay)
+    if args.report:
+        from convstream.stream.report import render_report
+
+        # The worker's labels' charts; the Qini chart of whichever labels have the fields.
+        page = render_report(labels, truth, args.report, incremental_labels, oracle)
+        print(f"wrote {page}", file=sys.stderr)
     if args.json:
         out: dict[str, Any] = dict(reports)
         if lift is not None:

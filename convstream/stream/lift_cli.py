@@ -83,7 +83,7 @@ def run_lift(args: argparse.Namespace) -> int:
             )
         estimates, score = lift_of(replay, labels, campaigns)
         if truth is not None and has_incremental(labels):
-            incremental = incrementality_of(labels, truth, replay)
+            incremental = incrementality_of(labels, truth, replay)[0]
     if args.json:
         out: dict[str, Any] = {"converters": source, "campaigns": [e.as_dict() for e in estimates]}
         if score is not None:

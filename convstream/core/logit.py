@@ -46,15 +46,29 @@ class Logit:
         self.weights = np.zeros(1)
         self.examples = 0
         self._fitted_at = -1
+        # The design, sparse: per cell (row) its feature indices, intercept (0) included, and
+        # every ordered pair of them (the Hessian's entries it adds to).
+        self._rows: dict[Cell, int] = {}
+        self._cols: list[int] = []
+        self._col_rows: list[int] = []
+        self._pairs: list[tuple[int, int, int]] = []  # row, i, j
 
     def add(self, x: Mapping[str, float], *, positive: float, negative: float) -> None:
         """An example (or a weighted pair) with active features ``x`` (values are ignored:
         one-hot)."""
         cell = tuple(sorted(x))
-        for name in cell:
-            if name not in self.index:
-                self.index[name] = len(self.index) + 1
-        sums = self.cells.setdefault(cell, [0.0, 0.0])
+        sums = self.cells.get(cell)
+        if sums is None:
+            sums = self.cells[cell] = [0.0, 0.0]
+            row = self._rows[cell] = len(self._rows)
+            cols = [0]
+            for name in cell:
+                if name not in self.index:
+                    self.index[name] = len(self.index) + 1
+                cols.append(self.index[name])
+            self._cols += cols
+            self._col_rows += [row] * len(cols)
+            self._pairs += [(row, i, j) for i in cols for j in cols]
         sums[0] += positive
         sums[1] += negative
         self.examples += 1
@@ -62,18 +76,17 @@ class Logit:
     def fit(self) -> None:
         """Newton's method on the penalized log likelihood of the cells."""
         self._fitted_at = self.examples
+        if not self.cells:
+            return
         k = len(self.index) + 1
         w = np.zeros(k)
         w[: len(self.weights)] = self.weights
-        cells = list(self.cells.items())
-        if not cells:
-            return
-        x = np.zeros((len(cells), k))
-        x[:, 0] = 1.0
-        for row, (cell, _) in enumerate(cells):
-            for name in cell:
-                x[row, self.index[name]] = 1.0
-        off = np.zeros(len(cells))
+        cells = list(self.cells.items())  # in row order: rows are numbered as cells come
+        n = len(cells)
+        cols, col_rows = np.array(self._cols), np.array(self._col_rows)
+        pairs = np.array(self._pairs)
+        pair_rows, flat = pairs[:, 0], pairs[:, 1] * k + pairs[:, 2]
+        off = np.zeros(n)
         if self.offset is not None:
             off = np.array([self.offset(cell) for cell, _ in cells])
         pos = np.array([s[0] for _, s in cells])
@@ -82,16 +95,19 @@ class Logit:
         penalty = np.full(k, max(self.l2, 1e-6))
         penalty[0] = 1e-6
         for _ in range(self.iterations):
-            p = 1.0 / (1.0 + np.exp(-np.clip(x @ w + off, -50.0, 50.0)))
-            grad = x.T @ (pos - tot * p) - penalty * w
-            hess = (x.T * (tot * p * (1.0 - p))) @ x + np.diag(penalty)
+            z = np.bincount(col_rows, weights=w[cols], minlength=n) + off
+            p = 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+            grad = np.bincount(cols, weights=(pos - tot * p)[col_rows], minlength=k) - penalty * w
+            curvature = tot * p * (1.0 - p)
+            hess = np.bincount(flat, weights=curvature[pair_rows], minlength=k * k)
+            hess = hess.reshape(k, k) + np.diag(penalty)
             step = np.linalg.solve(hess, grad)
             # Damped: a near-separable cell can ask for a huge first step.
             size = float(np.max(np.abs(step)))
             if size > 2.0:
                 step *= 2.0 / size
             w = w + step
-            if size < 1e-8:
+            if size < 1e-7:
                 break
         self.weights = w
 

@@ -222,8 +222,11 @@ def test_evaluate_replay_prints_a_figure_in_every_model_row(files: Path):
     command = "evaluate --labels labels.jsonl --truth truth.jsonl --replay replay.jsonl"
     result = convstream(*command.split(), cwd=files)
     assert result.returncode == 0, result.stderr
-    table = result.stdout.split("\n\n")[-1].splitlines()
+    # The side-by-side table; the sections after it (lift, incrementality) have their own tests.
+    blocks = [b.splitlines() for b in result.stdout.split("\n\n")]
+    table = next(b for b in blocks if b and b[0].split()[:1] == ["worker"])
     assert table[0].split() == ["worker", "model", "offline", "rule", "baseline", "deterministic"]
+    assert "incrementality of the offline labels" in result.stdout
     rows = {line[:26].strip(): line[26:].split() for line in table[1:]}
     for title in ("match precision", "match recall", "coverage", "ECE (matched)"):
         assert len(rows[title]) == 4 and "-" not in rows[title], (title, rows[title])

@@ -124,14 +124,16 @@ class Logit:
         def cols_of(u: np.ndarray) -> np.ndarray:  # X' u
             return np.bincount(cols, weights=u[col_rows], minlength=k)
 
+        curvature = np.zeros(n)
+
+        def hessian_times(v: np.ndarray) -> np.ndarray:  # at the current curvature
+            return cols_of(curvature * rows_of(v)) + penalty * v
+
         for _ in range(self.iterations):
             p = 1.0 / (1.0 + np.exp(-np.clip(rows_of(w) + off, -50.0, 50.0)))
             grad = cols_of(pos - tot * p) - penalty * w
             curvature = tot * p * (1.0 - p)
-            step = _solve(
-                lambda v, c=curvature: cols_of(c * rows_of(v)) + penalty * v,
-                grad,
-            )
+            step = _solve(hessian_times, grad)
             # Damped: a near-separable cell can ask for a huge first step.
             size = float(np.max(np.abs(step)))
             if size > 2.0:

@@ -129,6 +129,7 @@ class OfflineEngine:
         self.invalid: Counter[str] = Counter()
         self.incrementality = Incrementality(config=self.config) if incrementality else None
         self._expired_at = 0
+        self._learned: set[str] = set()  # keys whose conversion the estimator learned
 
     def feed(self, line: dict[str, Any]) -> None:
         """One replay line, read with the worker's own parsers (a value that is not valid is
@@ -252,7 +253,9 @@ class OfflineEngine:
         if inc is None:
             return label
         out = inc.annotate(label)
-        if label.get("revision") == 0 and label.get("user_id") is not None:
+        key = label["conversion_key"]
+        if label.get("user_id") is not None and key not in self._learned:
+            self._learned.add(key)
             inc.learn(label["user_id"], label["advertiser_id"], int(label["ts"]))
         return out
 

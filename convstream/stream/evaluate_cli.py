@@ -195,7 +195,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if lift is not None:
             out["lift"] = lift[1].as_dict()
         if incremental is not None:
-            out["incrementality"] = {"labels": incremental_source, **incremental.as_dict()}
+            out["incrementality"] = {"source": incremental_source, **incremental.as_dict()}
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     else:
         print(report.format_table())

@@ -339,8 +339,24 @@ def test_evaluate_with_a_replay_and_campaign_truth_scores_the_lift(lift_files: P
     command = "evaluate --labels l.jsonl --truth t.jsonl --replay r.jsonl --json"
     result = convstream(*command.split(), cwd=lift_files)
     assert result.returncode == 0, result.stderr
-    lift = orjson.loads(result.stdout)["lift"]
+    out = orjson.loads(result.stdout)
+    lift = out["lift"]
     assert lift["campaigns"] > 0 and lift["zero_lift_campaigns"] > 0
+    # The given labels have no incremental fields: the offline model's are scored instead.
+    inc = out["incrementality"]
+    assert inc["source"] == "offline labels" and inc["attributed"] > 0
+    assert inc["oracle_qini"] is not None and inc["true_incremental"] > 0
     assert {"coverage", "zero_lift_not_significant", "mean_abs_lift_error"} <= set(lift)
     table = convstream(*command.split()[:-1], cwd=lift_files).stdout
     assert "campaign lift from the labels' converters" in table and "lift vs truth:" in table
+
+
+def test_lift_scores_the_offline_labels_incremental_probabilities(lift_files: Path):
+    result = convstream(*"lift --replay r.jsonl --truth t.jsonl --json".split(), cwd=lift_files)
+    assert result.returncode == 0, result.stderr
+    inc = orjson.loads(result.stdout)["incrementality"]
+    assert inc["attributed"] == inc["scored"] + inc["unscored"] > 0
+    assert inc["label_weight"] > inc["incremental_weight"] >= 0.0
+    assert inc["oracle_qini"] is not None
+    text = convstream(*"lift --replay r.jsonl --truth t.jsonl".split(), cwd=lift_files).stdout
+    assert "incremental_probability:" in text and "Qini q" in text

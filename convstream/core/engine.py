@@ -7,7 +7,10 @@ as the users and identifiers agents do; a conversion's lookups wait until engage
 read past its event time plus the allowed lateness (the watermark), as they wait in the
 identifiers agent, and are then answered in event-time order; probes, links and decisions take
 effect at once (a replay read sequentially decides one conversion at a time, which is the order
-the worker's ordered-key turns enforce). ``convstream offline`` writes its labels;
+the worker's ordered-key turns enforce). Impressions and ghost impressions are exposures of an
+:class:`~convstream.core.incrementality.Incrementality`, which gives each emitted label its
+``incremental_probability`` and ``incremental_weight`` and then learns from its conversion
+(a first label with a user). ``convstream offline`` writes its labels;
 ``convstream evaluate --replay`` runs it for the model and the baselines side by side.
 
 >>> from convstream.core.matching.baseline import RuleBaseline
@@ -43,9 +46,11 @@ from convstream.core.engagements import (
     probe,
 )
 from convstream.core.identity import engagement_identifiers, sighting_families
+from convstream.core.incrementality import Incrementality
 from convstream.core.index import DEFAULT_MAX_USERS, add_sighting, lookup
 from convstream.core.learning_queue import LearningQueue
 from convstream.core.lifecycle import Command, EmitLabel, Lifecycle
+from convstream.core.lift_replay import exposure_of
 from convstream.core.messages import IndexLink, Lookup, LookupAnswer, Probe, ProbeAnswer, UserLink
 from convstream.core.partitioning import partition_for
 from convstream.core.records import (
@@ -71,7 +76,8 @@ PARSERS: dict[str, Callable[[Any], RecordEngagement | IdentitySighting]] = {
 class OfflineEngine:
     """State of one offline run: ``feed`` lines in arrival order, then ``finish``.
 
-    ``matchers`` holds the per-partition models (for their ``stats()``) after the run.
+    ``matchers`` holds the per-partition models (for their ``stats()``) after the run;
+    ``incrementality`` the incremental-probability estimator (None: labels without its fields).
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class OfflineEngine:
         policy: Policy | None = None,
         learning_delay_ms: int = HOUR_MS,
         pooled_learning: bool = True,
+        incrementality: bool = True,
     ) -> None:
         self.partitions = partitions
         self.config = attribution_config or AttributionConfig()
@@ -122,6 +129,9 @@ class OfflineEngine:
         self.invalid: Counter[str] = Counter()
         # Events that are not conversions for their advertiser, by name: no label, graph input.
         self.site_events: Counter[str] = Counter()
+        self.incrementality = Incrementality(config=self.config) if incrementality else None
+        self._expired_at = 0
+        self._learned: set[str] = set()  # keys whose conversion the estimator learned
 
     def feed(self, line: dict[str, Any]) -> None:
         """One replay line, read with the worker's own parsers (a value that is not valid is
@@ -162,6 +172,11 @@ class OfflineEngine:
         if own:
             self.users[user] = note_own_identifiers(self.users.get(user), own)
         row = engagement_row(rec) if isinstance(rec, RecordEngagement) else None
+        exposure = exposure_of(rec) if isinstance(rec, RecordEngagement) else None
+        if exposure is not None and self.incrementality is not None:
+            self.incrementality.exposure(
+                user, exposure.advertiser_id, exposure.campaign_id, ts, holdout=exposure.holdout
+            )
         if row is not None:
             self.users[user] = add_engagements(
                 self.users.get(user), [row], retention_ms=self.retention_ms
@@ -169,6 +184,9 @@ class OfflineEngine:
         if ts > self.watermark:
             self.watermark = ts
             self._release(ts - self.lateness_ms)
+            if self.incrementality is not None and ts - self._expired_at > HOUR_MS:
+                self._expired_at = ts
+                self.incrementality.expire(ts - self.lateness_ms)
 
     def _conversions(self, items: list[Conversion | Invalid]) -> None:
         for item in items:
@@ -217,7 +235,7 @@ class OfflineEngine:
                 reply = ProbeAnswer(command.conversion_key, command.round, command.user_id, answer)
                 follow = self.lifecycle.probed(reply)
             elif isinstance(command, EmitLabel):
-                self.labels.append(command.label)
+                self.labels.append(self._incremental(command.label))
             elif isinstance(command, IndexLink):
                 self.index[command.key] = add_sighting(
                     self.index.get(command.key),
@@ -232,6 +250,19 @@ class OfflineEngine:
             # Decided, Admitted, Dropped, Resolved and Reject need nothing here: one conversion is
             # decided at a time, and offline there is no dead-letter topic or metric.
             todo.extendleft(reversed(follow))
+
+    def _incremental(self, label: dict[str, Any]) -> dict[str, Any]:
+        """The label with its incremental fields (scored before its conversion is learned);
+        a key's first label with a user teaches the estimator its conversion."""
+        inc = self.incrementality
+        if inc is None:
+            return label
+        out = inc.annotate(label)
+        key = label["conversion_key"]
+        if label.get("user_id") is not None and key not in self._learned:
+            self._learned.add(key)
+            inc.learn(label["user_id"], label["advertiser_id"], int(label["ts"]))
+        return out
 
     def finish(self) -> list[dict[str, Any]]:
         """The end of the input: every held conversion and parked lookup goes out."""

@@ -26,7 +26,7 @@ import orjson
 from convstream.core.attribution import AttributionConfig
 from convstream.core.evaluation import latest_labels
 from convstream.core.lift import LiftTracker
-from convstream.core.records import Invalid, parse_impression
+from convstream.core.records import Engagement, Invalid, parse_impression
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,21 @@ class Converted:
     weight: float = 1.0
 
 
+def exposure_of(rec: Engagement) -> Exposure | None:
+    """The exposure an engagement record is: an impression, shown or ghost; a click is not one
+    (a ghost is never clicked, so clicks exist in one arm only), whichever driver reads it.
+
+    >>> exposure_of(Engagement("view", "g1", 5, "u", "a", "c", "ad", None, None, None,
+    ...                        holdout=True))
+    Exposure(ts=5, user_id='u', advertiser_id='a', campaign_id='c', holdout=True)
+    >>> exposure_of(Engagement("click", "k1", 5, "u", "a", "c", "ad", None, None, None)) is None
+    True
+    """
+    if rec.kind != "view":
+        return None
+    return Exposure(rec.ts, rec.user_id, rec.advertiser_id, rec.campaign_id, rec.holdout)
+
+
 def exposures(replay_lines: Iterable[Mapping[str, Any]]) -> Iterator[Exposure]:
     """The replay's impressions, ghosts included; invalid ones are skipped, as dead-lettered."""
     for line in replay_lines:
@@ -61,7 +76,9 @@ def exposures(replay_lines: Iterable[Mapping[str, Any]]) -> Iterator[Exposure]:
             rec = parse_impression(raw)
         except Invalid:
             continue
-        yield Exposure(rec.ts, rec.user_id, rec.advertiser_id, rec.campaign_id, rec.holdout)
+        exposure = exposure_of(rec)
+        if exposure is not None:
+            yield exposure
 
 
 def conversions_from_labels(labels: Iterable[Mapping[str, Any]]) -> list[Converted]:

@@ -9,6 +9,11 @@ from typing import Any
 import orjson
 
 from convstream.core.evaluation import evaluate
+from convstream.core.incrementality_evaluation import (
+    IncrementalityScore,
+    format_incrementality,
+    score_incrementality,
+)
 from convstream.core.lift import LiftEstimate
 from convstream.core.lift_evaluation import LiftScore, format_lift_table, format_summary
 from convstream.stream.inputs import read_campaigns, read_labels, read_replay, read_truth
@@ -118,17 +123,44 @@ def _lift(
     return estimates, score
 
 
+def has_incremental(labels: list[dict[str, Any]]) -> bool:
+    """Whether labels carry ``incremental_probability`` (the worker's do not yet).
+
+    >>> has_incremental([{"incremental_probability": None}]), has_incremental([{}])
+    (True, False)
+    """
+    return any("incremental_probability" in label for label in labels)
+
+
+def incrementality_of(
+    labels: list[dict[str, Any]],
+    truth: list[dict[str, Any]],
+    replay: list[dict[str, Any]] | None,
+) -> tuple[IncrementalityScore, dict[str, float | None] | None]:
+    """The labels' incremental probabilities against the truth; with the replay, beside the
+    same estimator trained on the truth (the oracle, whose probabilities come second)."""
+    oracle = None
+    if replay is not None:
+        from convstream.core.incrementality_replay import replay_scores
+
+        true_p = {
+            t["conversion_key"]: float(t.get("incremental_probability") or 0.0) for t in truth
+        }
+        oracle = replay_scores(replay, labels, truth=true_p)
+    return score_incrementality(labels, truth, oracle), oracle
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     labels = read_labels(args.labels)
     truth = read_truth(args.truth)
     report = evaluate(labels, truth)
     reports = {"worker": report.as_dict()}
     lift: tuple[list[LiftEstimate], LiftScore] | None = None
+    replay: list[dict[str, Any]] | None = None
+    # Which labels' incremental fields are scored: the worker's when they have them, else
+    # the offline model's (from --replay).
+    incremental_source, incremental_labels = "labels", labels
     warnings = problems(reports["worker"], min_coverage=args.min_coverage)
-    if args.report:
-        from convstream.stream.report import render_report
-
-        print(f"wrote {render_report(labels, truth, args.report)}", file=sys.stderr)
     if args.replay:
         from convstream.core.engine import run_offline
         from convstream.core.matching.baseline import DeterministicOnly, RuleBaseline
@@ -142,15 +174,28 @@ def run_evaluate(args: argparse.Namespace) -> int:
         ):
             offline = run_offline(replay, factory, partitions=args.partitions)
             reports[name] = evaluate(offline, truth).as_dict()
+            if name == "model offline" and not has_incremental(labels):
+                incremental_source, incremental_labels = "offline labels", offline
         for problem in problems(
             reports["model offline"], min_coverage=args.min_coverage, source="offline labels"
         ):
             warnings.append(f"--replay {args.replay}: {problem}")
         lift = _lift(replay, labels, args.truth)
+    incremental = oracle = None
+    if has_incremental(incremental_labels):
+        incremental, oracle = incrementality_of(incremental_labels, truth, replay)
+    if args.report:
+        from convstream.stream.report import render_report
+
+        # The worker's labels' charts; the Qini chart of whichever labels have the fields.
+        page = render_report(labels, truth, args.report, incremental_labels, oracle)
+        print(f"wrote {page}", file=sys.stderr)
     if args.json:
         out: dict[str, Any] = dict(reports)
         if lift is not None:
             out["lift"] = lift[1].as_dict()
+        if incremental is not None:
+            out["incrementality"] = {"source": incremental_source, **incremental.as_dict()}
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     else:
         print(report.format_table())
@@ -162,6 +207,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             print("campaign lift from the labels' converters and the replay's ghost impressions")
             print(format_lift_table(*lift))
             print(format_summary(lift[1]))
+        if incremental is not None:
+            print()
+            print(f"incrementality of the {incremental_source}")
+            print(format_incrementality(incremental))
         if args.explain:
             print()
             print(GLOSSARY)

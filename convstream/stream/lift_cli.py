@@ -1,4 +1,5 @@
-"""``convstream lift``: each campaign's lift over a replay, from its ghosts and its labels."""
+"""``convstream lift``: each campaign's lift over a replay, from its ghosts and its labels; with
+the truth, the labels' incremental probabilities scored too (beside the truth-trained oracle)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from convstream.core.incrementality_evaluation import format_incrementality
 from convstream.core.lift import LiftEstimate
 from convstream.core.lift_evaluation import LiftScore, format_lift_table, format_summary, score_lift
 from convstream.core.lift_replay import (
@@ -18,6 +20,7 @@ from convstream.core.lift_replay import (
     track,
 )
 from convstream.stream.errors import UserError
+from convstream.stream.evaluate_cli import has_incremental, incrementality_of
 from convstream.stream.inputs import read_campaigns, read_labels, read_replay, read_truth
 from convstream.synth.generate import campaign_truth_path
 
@@ -59,6 +62,7 @@ def run_lift(args: argparse.Namespace) -> int:
     campaigns = None
     if args.campaigns or truth is not None:
         campaigns = read_campaigns(args.campaigns or campaign_truth_path(args.truth))
+    incremental = None
     if args.oracle:
         if truth is None:
             raise UserError("--oracle takes the converters from the truth: give --truth too")
@@ -78,10 +82,14 @@ def run_lift(args: argparse.Namespace) -> int:
                 ("offline labels"),
             )
         estimates, score = lift_of(replay, labels, campaigns)
+        if truth is not None and has_incremental(labels):
+            incremental = incrementality_of(labels, truth, replay)[0]
     if args.json:
         out: dict[str, Any] = {"converters": source, "campaigns": [e.as_dict() for e in estimates]}
         if score is not None:
             out["score"] = score.as_dict()
+        if incremental is not None:
+            out["incrementality"] = incremental.as_dict()
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     else:
         print(f"lift per campaign, intent to treat; converters from the {source}")
@@ -89,6 +97,9 @@ def run_lift(args: argparse.Namespace) -> int:
         if score is not None:
             print()
             print(format_summary(score))
+        if incremental is not None:
+            print()
+            print(format_incrementality(incremental))
     warnings = lift_problems(estimates, score)
     for warning in warnings:
         print(f"convstream lift: warning: {warning}", file=sys.stderr)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from convstream.core.evaluation import evaluate, latest_labels
+from convstream.core.incrementality_evaluation import IncrementalityScore, score_incrementality
 
 SVG_NS = "http://www.w3.org/2000/svg"
 WIDTH, HEIGHT = 540, 330
@@ -273,9 +274,79 @@ def lag_svg(histogram: Sequence[float]) -> str:
     return _svg(HEIGHT, "Attribution lag (credited engagement to conversion)", body)
 
 
-def report_html(labels: Iterable[Mapping[str, Any]], truth: Iterable[Mapping[str, Any]]) -> str:
-    """The report page as a string (well-formed XML, so every SVG part parses on its own)."""
+#: Qini chart lines: name, colour, dash pattern.
+QINI_LINES = (
+    ("perfect", "#999", "2 3"),
+    ("oracle", "#31a354", ""),
+    ("incremental_probability", "#08519c", ""),
+)
+
+
+def qini_svg(curves: Mapping[str, Sequence[tuple[float, float]]]) -> str:
+    """The uplift (Qini) chart: per ranking, the share of the true incremental conversions
+    among the top fraction of attributed labels; the diagonal is random targeting, and the
+    Qini coefficient is the area between a curve and it (``incrementality_evaluation.qini``)."""
+    width, height = WIDTH - LEFT - RIGHT, HEIGHT - TOP - 10 - BOTTOM
+
+    def x(v: float) -> float:
+        return LEFT + v * width
+
+    def y(v: float) -> float:
+        return TOP + 10 + (1.0 - max(0.0, min(1.0, v))) * height
+
+    ticks = [(i / 5, f"{i / 5:.1f}") for i in range(6)]
+    body = _axes(
+        x, y, ticks, ticks, "share of attributed labels, by score", "share of incremental truth"
+    )
+    body.append(
+        f'<line class="diagonal" x1="{x(0):.1f}" y1="{y(0):.1f}" x2="{x(1):.1f}" '
+        f'y2="{y(1):.1f}" stroke="#555" stroke-dasharray="4 4"/>'
+    )
+    legend = 0
+    for name, colour, dash in QINI_LINES:
+        points = curves.get(name)
+        if not points:
+            continue
+        path = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in points)
+        dashed = f' stroke-dasharray="{dash}"' if dash else ""
+        body.append(
+            f'<polyline class="qini" data-name="{name}" points="{path}" fill="none" '
+            f'stroke="{colour}" stroke-width="2"{dashed}/>'
+        )
+        body.append(_text(x(0.62), y(0.3) + 14 * legend, name, "start", fill=colour))
+        legend += 1
+    return _svg(HEIGHT, "Uplift (Qini) curve of incremental_probability", body)
+
+
+def qini_chart(score: IncrementalityScore) -> tuple[str, str]:
+    """The Qini chart of a score and its caption."""
+    curves = {"incremental_probability": score.qini.curve}
+    if score.qini.perfect_curve:
+        curves["perfect"] = score.qini.perfect_curve
+    if score.oracle_qini is not None:
+        curves["oracle"] = score.oracle_qini.curve
+    oracle = score.oracle_qini.q if score.oracle_qini is not None else None
+    caption = (
+        f"{score.qini.n} attributed labels with an incremental_probability, ranked by it; "
+        f"the truth's incremental conversions among them: {score.qini.total:.1f}. Qini "
+        f"coefficient {_fmt(score.qini.q)} (perfect ranking {_fmt(score.qini.q_perfect)}, "
+        f"oracle: the same estimator trained on the truth, {_fmt(oracle)}); "
+        f"ECE {_fmt(score.ece)}."
+    )
+    return qini_svg(curves), caption
+
+
+def report_html(
+    labels: Iterable[Mapping[str, Any]],
+    truth: Iterable[Mapping[str, Any]],
+    incremental_labels: Iterable[Mapping[str, Any]] | None = None,
+    oracle: Mapping[str, float | None] | None = None,
+) -> str:
+    """The report page as a string (well-formed XML, so every SVG part parses on its own);
+    when ``incremental_labels`` (by default ``labels``) carry ``incremental_probability``, the
+    Qini chart too (``oracle``: the truth-trained probabilities, drawn beside)."""
     labels = list(labels)
+    truth = list(truth)
     figures = evaluate(labels, truth).as_dict()
     kept = list(latest_labels(labels)[0].values())
     matched = sum(1 for label in kept if label.get("user_id"))
@@ -309,6 +380,9 @@ def report_html(labels: Iterable[Mapping[str, Any]], truth: Iterable[Mapping[str
             "bins.",
         ),
     ]
+    scored = labels if incremental_labels is None else list(incremental_labels)
+    if any("incremental_probability" in label for label in scored):
+        charts.append(qini_chart(score_incrementality(scored, truth, oracle)))
     glossary = "".join(
         f"<dt>{escape(term)}</dt><dd>{escape(meaning)}</dd>" for term, meaning in GLOSSARY
     )
@@ -329,9 +403,13 @@ def report_html(labels: Iterable[Mapping[str, Any]], truth: Iterable[Mapping[str
 
 
 def render_report(
-    labels: Iterable[Mapping[str, Any]], truth: Iterable[Mapping[str, Any]], path: str | Path
+    labels: Iterable[Mapping[str, Any]],
+    truth: Iterable[Mapping[str, Any]],
+    path: str | Path,
+    incremental_labels: Iterable[Mapping[str, Any]] | None = None,
+    oracle: Mapping[str, float | None] | None = None,
 ) -> Path:
     """Write the HTML report of ``labels`` against ``truth`` to ``path``; returns the path."""
     out = Path(path)
-    out.write_text(report_html(labels, truth), encoding="utf-8")
+    out.write_text(report_html(labels, truth, incremental_labels, oracle), encoding="utf-8")
     return out

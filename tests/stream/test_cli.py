@@ -222,8 +222,11 @@ def test_evaluate_replay_prints_a_figure_in_every_model_row(files: Path):
     command = "evaluate --labels labels.jsonl --truth truth.jsonl --replay replay.jsonl"
     result = convstream(*command.split(), cwd=files)
     assert result.returncode == 0, result.stderr
-    table = result.stdout.split("\n\n")[-1].splitlines()
+    # The side-by-side table; the sections after it (lift, incrementality) have their own tests.
+    blocks = [b.splitlines() for b in result.stdout.split("\n\n")]
+    table = next(b for b in blocks if b and b[0].split()[:1] == ["worker"])
     assert table[0].split() == ["worker", "model", "offline", "rule", "baseline", "deterministic"]
+    assert "incrementality of the offline labels" in result.stdout
     rows = {line[:26].strip(): line[26:].split() for line in table[1:]}
     for title in ("match precision", "match recall", "coverage", "ECE (matched)"):
         assert len(rows[title]) == 4 and "-" not in rows[title], (title, rows[title])
@@ -336,8 +339,13 @@ def test_evaluate_with_a_replay_and_campaign_truth_scores_the_lift(lift_files: P
     command = "evaluate --labels l.jsonl --truth t.jsonl --replay r.jsonl --json"
     result = convstream(*command.split(), cwd=lift_files)
     assert result.returncode == 0, result.stderr
-    lift = orjson.loads(result.stdout)["lift"]
+    out = orjson.loads(result.stdout)
+    lift = out["lift"]
     assert lift["campaigns"] > 0 and lift["zero_lift_campaigns"] > 0
+    # The given labels have no incremental fields: the offline model's are scored instead.
+    inc = out["incrementality"]
+    assert inc["source"] == "offline labels" and inc["attributed"] > 0
+    assert inc["oracle_qini"] is not None and inc["true_incremental"] > 0
     assert {"coverage", "zero_lift_not_significant", "mean_abs_lift_error"} <= set(lift)
     table = convstream(*command.split()[:-1], cwd=lift_files).stdout
     assert "campaign lift from the labels' converters" in table and "lift vs truth:" in table
@@ -360,3 +368,14 @@ def test_generate_no_site_events_writes_the_traffic_before_them(tmp_path: Path):
     on = convstream(*common, "-o", "on.jsonl", "--truth", "t2.jsonl", cwd=tmp_path)
     assert on.returncode == 0, on.stderr
     assert b'"event_name":"PageView"' in (tmp_path / "on.jsonl").read_bytes()
+
+
+def test_lift_scores_the_offline_labels_incremental_probabilities(lift_files: Path):
+    result = convstream(*"lift --replay r.jsonl --truth t.jsonl --json".split(), cwd=lift_files)
+    assert result.returncode == 0, result.stderr
+    inc = orjson.loads(result.stdout)["incrementality"]
+    assert inc["attributed"] == inc["scored"] + inc["unscored"] > 0
+    assert inc["label_weight"] > inc["incremental_weight"] >= 0.0
+    assert inc["oracle_qini"] is not None
+    text = convstream(*"lift --replay r.jsonl --truth t.jsonl".split(), cwd=lift_files).stdout
+    assert "incremental_probability:" in text and "Qini q" in text

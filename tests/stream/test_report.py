@@ -154,3 +154,24 @@ def test_the_glossary_explains_the_rows_of_the_printed_table(page):
     table = evaluate(labels, truth).format_table()
     for term, _ in GLOSSARY:
         assert term.split(",")[0] in table, term
+
+
+def test_qini_chart_when_labels_carry_incremental_probability(tmp_path):
+    _, truth = generate(config_from_args("default", users=150, days=4))
+    labels = hand_made_labels(truth)
+    true_p = {row["conversion_key"]: row["incremental_probability"] for row in truth}
+    for label in labels:
+        # A score that knows the truth, blurred: its curve lies above the diagonal.
+        p = min(1.0, true_p[label["conversion_key"]] + 0.05) if label["credits"] else None
+        label["incremental_probability"] = p
+        label["incremental_weight"] = None if p is None else label["label_weight"] * p
+    html = render_report(labels, truth, tmp_path / "r.html", oracle=dict(true_p)).read_text()
+    found = charts(html)
+    assert len(found) == 4
+    svg = next(s for name, s in found.items() if name.startswith("Uplift (Qini)"))
+    lines = {p.get("data-name"): p for p in svg.findall(f"{SVG}polyline[@class='qini']")}
+    assert set(lines) == {"perfect", "oracle", "incremental_probability"}
+    assert len(svg.findall(f".//{SVG}line[@class='diagonal']")) == 1
+    # Without the fields, no Qini chart (the page of the first test has three charts).
+    plain = [{k: v for k, v in x.items() if not k.startswith("incremental")} for x in labels]
+    assert len(charts(render_report(plain, truth, tmp_path / "p.html").read_text())) == 3

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from convstream.core.attribution import AttributionConfig
 from convstream.core.dedupe import merge_user_data
 from convstream.core.evaluation import latest_labels
 from convstream.core.identifier_quality import IdentifierTally, format_rejections
@@ -23,6 +24,7 @@ from convstream.core.quality import (
 )
 from convstream.core.records import Conversion, Invalid, parse_conversions
 from convstream.core.resolve import dropped_identifiers
+from convstream.core.settings_file import load_attribution_config
 from convstream.core.shared_values import REASON
 from convstream.core.units import DAY_MS
 from convstream.stream import metrics
@@ -93,7 +95,14 @@ async def merged_conversions(
     settings: Settings, tally: IdentifierTally | None = None
 ) -> dict[str, dict[str, Any]]:
     """Valid conversions by key (every event of a batch envelope too), copies merged as the
-    worker does (first copy wins); ``tally`` counts every copy's junk identifiers."""
+    worker does (first copy wins); ``tally`` counts every copy's junk identifiers, site events'
+    too. Site events (not conversions under the worker's attribution settings) get no label
+    and are left out."""
+    config = (
+        load_attribution_config(settings.attribution_config)
+        if settings.attribution_config
+        else AttributionConfig()
+    )
     merged: dict[str, dict[str, Any]] = {}
     async for _, raw in read_raw(settings, "conversions"):
         try:
@@ -104,7 +113,8 @@ async def merged_conversions(
             if isinstance(copy, Conversion):
                 if tally is not None:
                     tally.observe(copy.advertiser_id, copy.user_data, copy.rejected, copy.notes)
-                _merge(merged, copy)
+                if config.is_conversion(copy.advertiser_id, copy.event_name):
+                    _merge(merged, copy)
     return merged
 
 

@@ -77,6 +77,7 @@ def populate() -> None:
     for generation, pause in enumerate((0.0004, 0.002, 0.1)):
         observe_gc_pause(generation, pause)
     metrics.count_heap_released(1 << 20)
+    metrics.count_site_event("PageView")
     metrics.set_model_quality(auc=0.91, logloss=0.31, ece=0.02)
     for advertiser in ("adv-1", "adv-2", "adv-unlisted"):
         metrics.set_event_quality(

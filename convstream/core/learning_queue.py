@@ -77,5 +77,9 @@ class LearningQueue:
             ran += 1
         return ran
 
+    def pending(self) -> list[Entry]:
+        """The examples not learned yet, in the order they will be."""
+        return sorted(self._heap)
+
     def __len__(self) -> int:
         return len(self._heap)

@@ -9,8 +9,10 @@ calls and the commands into sends; the offline engine (:mod:`convstream.core.eng
 the same commands from memory. Neither holds a rule of its own.
 
 State lives in two mappings the driver hands in: conversion states by key (a Faust table in the
-worker, so every write is a changelog message; a dict offline) and model checkpoints. The
+worker, so every write is a changelog message; a dict offline) and replica checkpoints. The
 match models, one replica per conversions partition, and their learning queues live here.
+:meth:`Lifecycle.checkpoint` saves each replica whole (model, learning queue, clock) in one
+entry; the worker calls it at every Faust commit, before the offsets are chosen.
 
 Learning is pooled: every learning example (self-supervised or feedback) is queued for every
 replica this process holds and, through :meth:`Lifecycle.take_outbox`, sent to the others; each
@@ -118,6 +120,84 @@ Command = (
 )  # fmt: skip
 
 
+#: The first bytes of a replica checkpoint (:func:`encode_replica`).
+REPLICA_MAGIC = b"csreplica1"
+#: A replica checkpoint is one changelog message: below Kafka's 1 MB default message size.
+MAX_CHECKPOINT_BYTES = 900_000
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """What a replica resumes from: its model's ``dumps()``, the learning examples waiting in its
+    queue as ``(ts, key, example)`` (None: too many to save, see :func:`encode_replica`), the
+    newest event time it decided at, how many examples it learned, and its conversion clock's
+    recent event times (None: a checkpoint from before replicas were saved whole, whose clock
+    has an entry of its own)."""
+
+    model: bytes
+    queue: list[tuple[int, str, Any]] | None
+    decided: int | None
+    learned: int
+    clock: list[int] | None
+
+
+def encode_replica(
+    model: bytes,
+    entries: Iterable[Entry],
+    *,
+    decided: int | None,
+    learned: int,
+    clock: bytes,
+    limit: int = MAX_CHECKPOINT_BYTES,
+) -> tuple[bytes, bool]:
+    """One checkpoint entry for a replica; returns it and whether its queue fits in ``limit``
+    bytes with the rest. A queue that does not fit is left out whole (its replica resumes with
+    an empty queue: those examples are never learned), never cut: a cut queue would resume as
+    if its missing examples had been learned.
+
+    >>> blob, whole = encode_replica(b"M", [Entry.make(5, "k", {"t": "ss"})], decided=9,
+    ...                              learned=3, clock=b"[7,9]")
+    >>> whole, decode_replica(blob)
+    (True, Replica(model=b'M', queue=[(5, 'k', {'t': 'ss'})], decided=9, learned=3, clock=[7, 9]))
+    >>> blob, whole = encode_replica(b"M", [Entry.make(5, "k", {"t": "ss"})], decided=9,
+    ...                              learned=3, clock=b"[]", limit=40)
+    >>> whole, decode_replica(blob).queue
+    (False, None)
+    """
+
+    def header(queue: Any) -> bytes:
+        fields = {"decided": decided, "learned": learned, "clock": orjson.Fragment(clock)}
+        return orjson.dumps({**fields, "queue": queue})
+
+    queue = [
+        [e.ts, e.key, orjson.Fragment(e.example) if isinstance(e.example, bytes) else e.example]
+        for e in entries
+    ]
+    head = header(queue)
+    whole = len(REPLICA_MAGIC) + 4 + len(head) + len(model) <= limit
+    if not whole:
+        head = header(None)
+    return REPLICA_MAGIC + len(head).to_bytes(4, "big") + head + model, whole
+
+
+def decode_replica(blob: bytes) -> Replica:
+    """The :class:`Replica` of a checkpoint entry; an entry from before replicas were saved
+    whole is a model's ``dumps()`` alone."""
+    if not blob.startswith(REPLICA_MAGIC):
+        return Replica(blob, [], None, 0, None)
+    at = len(REPLICA_MAGIC)
+    size = int.from_bytes(blob[at : at + 4], "big")
+    head = orjson.loads(blob[at + 4 : at + 4 + size])
+    queue = head["queue"]
+    return Replica(
+        model=blob[at + 4 + size :],
+        queue=None if queue is None else [(ts, key, ex) for ts, key, ex in queue],
+        decided=head["decided"],
+        learned=head["learned"],
+        clock=head["clock"],
+    )
+
+
 def key_for_partition(partition: int, partitions: int, what: str = "model") -> str:
     """A table key that Kafka's partitioner sends to ``partition``: where its model (or its
     ``what``) lives.
@@ -134,13 +214,14 @@ def key_for_partition(partition: int, partitions: int, what: str = "model") -> s
 class Lifecycle:
     """Conversions of the partitions one process owns; see the module docstring.
 
-    ``states`` holds each key's :data:`ConversionState`; ``checkpoints`` (optional) the models'
-    ``dumps()`` by :func:`key_for_partition`, written every ``checkpoint_every`` learning steps
-    and read when a replica first starts. ``local`` says which conversions partitions this
-    process owns (all of them by default); ``config`` gives the attribution settings in force,
-    ``emitted_at`` a label's ``emitted_at`` and ``wall`` the wall time a round starts (read only by
-    :meth:`redrive`, never by an event-time rule). ``compact_examples`` queues examples as JSON
-    bytes, a quarter of their size as objects (a worker's queues hold an hour of traffic).
+    ``states`` holds each key's :data:`ConversionState`; ``checkpoints`` (optional) each
+    replica's checkpoint (:func:`encode_replica`) by :func:`key_for_partition`, written by
+    :meth:`checkpoint` and read when a replica first starts (``max_checkpoint_bytes`` bounds
+    one). ``local`` says which conversions partitions this process owns (all of them by
+    default); ``config`` gives the attribution settings in force, ``emitted_at`` a label's
+    ``emitted_at`` and ``wall`` the wall time a round starts (read only by :meth:`redrive`,
+    never by an event-time rule). ``compact_examples`` queues examples as JSON bytes, a quarter
+    of their size as objects (a worker's queues hold an hour of traffic).
     ``broadcast`` puts every pooled example in the outbox for the other processes (a worker:
     which partitions another worker owns changes with every rebalance).
 
@@ -163,7 +244,7 @@ class Lifecycle:
         learning_delay_ms: int = HOUR_MS,
         pooled_learning: bool = True,
         checkpoints: MutableMapping[str, bytes] | None = None,
-        checkpoint_every: int = 200,
+        max_checkpoint_bytes: int = MAX_CHECKPOINT_BYTES,
         local: Callable[[], Iterable[int]] | None = None,
         emitted_at: Callable[[], int] | None = None,
         wall: Callable[[], float] = time.time,
@@ -182,7 +263,7 @@ class Lifecycle:
         self.learning_delay_ms = learning_delay_ms
         self.pooled_learning = pooled_learning
         self.checkpoints = checkpoints
-        self.checkpoint_every = checkpoint_every
+        self.max_checkpoint_bytes = max_checkpoint_bytes
         self.local = local or (lambda: range(partitions))
         self.emitted_at = emitted_at or (lambda: int(time.time() * 1000))
         self.wall = wall
@@ -201,19 +282,37 @@ class Lifecycle:
         # New conversions waiting, per partition, for its clock to pass ts + hold_ms.
         self._held: dict[int, list[tuple[int, ConversionKey]]] = {}
         self._outbox: list[SharedExample] = []
+        # Replicas changed since their last checkpoint, and the checkpoints read at a start.
+        self._changed: set[int] = set()
+        self._resumed: dict[int, Replica | None] = {}
+        #: Checkpoints written without their queue, for want of room (:func:`encode_replica`).
+        self.queues_not_saved = 0
 
     # --- replicas ------------------------------------------------------------------------------
+
+    def _resume(self, partition: int) -> Replica | None:
+        """The partition's checkpoint, read once per start of its replica."""
+        if partition not in self._resumed:
+            blob = None
+            if self.checkpoints is not None:
+                blob = self.checkpoints.get(key_for_partition(partition, self.partitions))
+            self._resumed[partition] = decode_replica(blob) if blob else None
+        return self._resumed[partition]
 
     def model(self, partition: int) -> Any:
         """The partition's replica, resumed from its checkpoint when there is one."""
         model = self.models.get(partition)
         if model is None:
-            blob = None
-            if self.checkpoints is not None:
-                blob = self.checkpoints.get(key_for_partition(partition, self.partitions))
-            model = self.matcher_factory.loads(blob) if blob else self.matcher_factory()
+            saved = self._resume(partition)
+            if saved is None:
+                model = self.matcher_factory()
+            else:
+                model = self.matcher_factory.loads(saved.model)
+                self.learned[partition] = saved.learned
+                if saved.decided is not None:
+                    self.decided[partition] = saved.decided
             if self.on_model_start is not None:
-                self.on_model_start(partition, model, bool(blob))
+                self.on_model_start(partition, model, saved is not None)
             self.models[partition] = model
         return model
 
@@ -223,14 +322,20 @@ class Lifecycle:
             model = self.model(partition)
             apply = _json_learner(model) if self.compact_examples else model.learn_example
             queue = self.queues[partition] = LearningQueue(self.learning_delay_ms, apply)
+            saved = self._resume(partition)
+            for ts, key, example in (saved.queue or ()) if saved is not None else ():
+                queue.push(self._entry(ts, key, example))
         return queue
 
     def clock(self, partition: int) -> EventClock:
         """The partition's conversion clock, resumed from its last checkpoint."""
         clock = self.clocks.get(partition)
         if clock is None:
+            saved = self._resume(partition)
             blob = None
-            if self.checkpoints is not None:
+            if saved is not None and saved.clock is not None:
+                blob = orjson.dumps(saved.clock)
+            elif self.checkpoints is not None:  # saved before replicas were saved whole
                 blob = self.checkpoints.get(key_for_partition(partition, self.partitions, "clock"))
             clock = self.clocks[partition] = EventClock.loads(
                 blob, max_future_ms=self.policy.max_future_ms, max_age_ms=self.policy.max_age_ms
@@ -246,6 +351,36 @@ class Lifecycle:
             heapq.heapify(heap)
         return clock
 
+    def checkpoint(self, partitions: Iterable[int] | None = None) -> int:
+        """Save every replica of ``partitions`` (all here by default) that changed since its
+        last checkpoint: model, learning queue, decision clock and conversion clock in one
+        entry, so that they resume together. Returns how many were written.
+
+        The worker calls this at every commit, before Faust chooses the offsets to commit (and
+        at a revoke), so a restarted replica resumes as of the offsets it reads from again.
+        """
+        if self.checkpoints is None:
+            return 0
+        wanted = self._changed if partitions is None else self._changed & set(partitions)
+        written = 0
+        for partition in sorted(wanted):
+            model = self.model(partition)
+            if not hasattr(model, "dumps"):
+                continue
+            blob, whole = encode_replica(
+                model.dumps(),
+                self.queue(partition).pending(),
+                decided=self.decided.get(partition),
+                learned=self.learned.get(partition, 0),
+                clock=self.clock(partition).dumps(),
+                limit=self.max_checkpoint_bytes,
+            )
+            self.queues_not_saved += not whole
+            self.checkpoints[key_for_partition(partition, self.partitions)] = blob
+            self._changed.discard(partition)
+            written += 1
+        return written
+
     def forget_partition(self, partition: int) -> None:
         """A partition moved away takes its replica along; it reloads if it comes back."""
         self.clocks.pop(partition, None)
@@ -254,21 +389,13 @@ class Lifecycle:
         self.queues.pop(partition, None)
         self.decided.pop(partition, None)
         self.learned.pop(partition, None)
+        self._resumed.pop(partition, None)
+        self._changed.discard(partition)
 
     def _learn_until(self, partition: int, ts: int) -> None:
         steps = self.queue(partition).flush(ts)
-        if not steps:
-            return
-        before = self.learned.get(partition, 0)
-        self.learned[partition] = before + steps
-        if self.checkpoints is None or not hasattr(self.models[partition], "dumps"):
-            return
-        if self.learned[partition] // self.checkpoint_every > before // self.checkpoint_every:
-            key = key_for_partition(partition, self.partitions)
-            self.checkpoints[key] = self.models[partition].dumps()
-            if partition in self.clocks:
-                key = key_for_partition(partition, self.partitions, "clock")
-                self.checkpoints[key] = self.clocks[partition].dumps()
+        if steps:
+            self.learned[partition] = self.learned.get(partition, 0) + steps
 
     def _entry(self, ts: int, key: ConversionKey, example: dict[str, Any]) -> Entry:
         return (
@@ -289,11 +416,13 @@ class Lifecycle:
             return
         if not self.pooled_learning:
             self.queue(partition).push(self._entry(ts, key, example))
+            self._changed.add(partition)
             return
         local = sorted(set(self.local()) | {partition})
         entry = self._entry(ts, key, example)
         for target in local:
             self.queue(target).push(entry)
+        self._changed.update(local)
         if self.broadcast:
             self._outbox.append(SharedExample(ts, key, example, local))
 
@@ -321,6 +450,7 @@ class Lifecycle:
         for entry, local in entries:
             if not (own and partition in local):
                 queue.push(entry)
+        self._changed.add(partition)
         clock = self.decided.get(partition, max(self.decided.values(), default=None))
         if clock is not None:
             self._learn_until(partition, clock)
@@ -355,6 +485,7 @@ class Lifecycle:
         if outcome in ("too_old", "future"):
             return [Reject("too_old" if outcome == "too_old" else "future_ts")]
         clock.observe(copy["ts"])
+        self._changed.add(partition)
         out: list[Command] = [Admitted(key, outcome)]
         if state is None:
             return out
@@ -513,6 +644,7 @@ class Lifecycle:
         part = partition_for(key, self.partitions)
         model = self.model(part)
         self.decided[part] = max(self.decided.get(part, conv["ts"]), conv["ts"])
+        self._changed.add(part)
         self._learn_until(part, conv["ts"])
         answers, probes = state["answers"], state["probes"]
         dropped = note_rejections(conv, answers)

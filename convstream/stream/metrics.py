@@ -180,6 +180,12 @@ REDRIVES = Counter(
     "Conversion rounds started again because a rebalance or restart may have lost their lookups.",
     registry=REGISTRY,
 )
+QUEUES_NOT_SAVED = Counter(
+    "convstream_replica_queues_not_saved_total",
+    "Match-model replica checkpoints written without their learning queue, which did not fit "
+    "in one message: a restart before the replica's next checkpoint loses those examples.",
+    registry=REGISTRY,
+)
 LOOKUPS_PARKED = Gauge(
     "convstream_lookups_parked",
     "Lookups parked in the identifiers agent, by what they wait for: the engagement watermark, "
@@ -475,6 +481,10 @@ def count_rebalance() -> None:
 
 def count_redrive() -> None:
     REDRIVES.inc()
+
+
+def count_queues_not_saved(n: int = 1) -> None:
+    QUEUES_NOT_SAVED.inc(n)
 
 
 def set_lookups_parked(watermark: int, turn: int) -> None:

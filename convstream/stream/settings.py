@@ -111,7 +111,6 @@ class Settings:
     # Any record whose event time is this far ahead of its broker timestamp is future_ts.
     max_clock_skew_ms: int = DAY_MS
     attribution_config: str = ""
-    checkpoint_every: int = 200
     # The match model learns this far behind its decisions, in event-time order, so that label
     # confidences do not depend on the order in which topics happened to be read.
     learning_delay_ms: int = HOUR_MS

@@ -27,7 +27,7 @@ among it, passed with it on (2026-12-03); ``CONVSTREAM_COALESCE_WRITES=0`` write
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import faust
@@ -126,13 +126,23 @@ class WriteBack(MutableMapping[str, Any]):
 
 
 class FlushOnCommit(faust.Sensor):
-    """Flushes ``caches`` when Faust starts a commit, before it chooses the offsets."""
+    """At every commit, before Faust chooses the offsets: runs ``before`` (writers of state that
+    must be as of those offsets, such as the model replicas' checkpoints), then flushes
+    ``caches``."""
 
-    def __init__(self, caches: list[WriteBack], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        caches: list[WriteBack] | None = None,
+        before: list[Callable[[], Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self.caches = caches
+        self.caches = caches if caches is not None else []
+        self.before = before if before is not None else []
 
     def flush(self) -> int:
+        for write in self.before:
+            write()
         return sum(cache.flush() for cache in self.caches)
 
     def on_commit_initiated(self, consumer: Any) -> Any:
@@ -140,11 +150,13 @@ class FlushOnCommit(faust.Sensor):
         return super().on_commit_initiated(consumer)
 
 
-def install(app: faust.App, tables: dict[str, Any]) -> dict[str, WriteBack]:
-    """Put each of ``tables`` behind a :class:`WriteBack` flushed at every commit of ``app``
-    and at every revoke; returns the caches, by the same names."""
-    caches = {name: WriteBack(table) for name, table in tables.items()}
-    sensor = FlushOnCommit(list(caches.values()))
+def commit_hook(app: faust.App) -> FlushOnCommit:
+    """The app's one :class:`FlushOnCommit` sensor (made on first use): flushed at every
+    commit of ``app`` and at every revoke."""
+    for sensor in app.sensors:
+        if isinstance(sensor, FlushOnCommit):
+            return sensor
+    sensor = FlushOnCommit()
     app.sensors.add(sensor)
 
     @app.on_partitions_revoked.connect
@@ -153,4 +165,17 @@ def install(app: faust.App, tables: dict[str, Any]) -> dict[str, WriteBack]:
         # goes out too, and nothing stays cached for a partition another worker now owns.
         sensor.flush()
 
+    return sensor
+
+
+def on_commit(app: faust.App, write: Callable[[], Any]) -> None:
+    """Call ``write`` at every commit of ``app`` (and revoke), before its caches are flushed."""
+    commit_hook(app).before.append(write)
+
+
+def install(app: faust.App, tables: dict[str, Any]) -> dict[str, WriteBack]:
+    """Put each of ``tables`` behind a :class:`WriteBack` flushed at every commit of ``app``
+    and at every revoke; returns the caches, by the same names."""
+    caches = {name: WriteBack(table) for name, table in tables.items()}
+    commit_hook(app).caches.extend(caches.values())
     return caches

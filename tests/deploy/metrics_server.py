@@ -68,6 +68,7 @@ def populate() -> None:
         metrics.set_table_entries(table, 1000)
     metrics.count_rebalance()
     metrics.count_redrive()
+    metrics.count_queues_not_saved()
     metrics.set_lookups_parked(watermark=120, turn=3)
     metrics.count_turns_expired(1)
     metrics.set_broker_up(True)

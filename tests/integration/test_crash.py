@@ -30,11 +30,9 @@ def _gist(lab):
 @pytest.mark.parametrize("coalesce", [False, True], ids=["write-through", "coalesced"])
 @pytest.mark.parametrize("store", ["rocksdb://"])
 def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, store, coalesce):
-    # Checkpoint often: a small replay has few conversions per partition.
     # Redrive soon: the restarted worker must start again rounds whose lookups died with the
     # first one.
     settings = settings.replace(
-        checkpoint_every=3,
         max_wait_s=15.0,
         store=store,
         redrive_after_s=5.0,

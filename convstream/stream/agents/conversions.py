@@ -35,6 +35,7 @@ from convstream.core.matching.model import MatchModel
 from convstream.core.records import Invalid, parse_conversions, parse_feedback
 from convstream.core.settings_file import AttributionConfigWatcher
 from convstream.stream import metrics, quality, routing
+from convstream.stream.writeback import WriteBack
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,6 @@ class ConversionsAdapter:
             max_candidates=s.max_candidates,
             learning_delay_ms=s.learning_delay_ms,
             checkpoints=rt.tables["models"],
-            checkpoint_every=s.checkpoint_every,
             local=lambda: rt.active_partitions("conversions"),
             compact_examples=True,
             broadcast=True,
@@ -181,6 +181,25 @@ class ConversionsAdapter:
             for q in range(self.rt.settings.partitions):
                 await self.rt.send("cs-learn", None, payload, q)
 
+    def checkpoint(self, partitions: Any = None) -> int:
+        """Save the replicas of this worker's conversions partitions (or of ``partitions``) that
+        changed since their last checkpoint; called at every commit, before Faust chooses the
+        offsets (``convstream/stream/writeback.py``), so that a restart resumes each replica as
+        of the offsets it reads from again."""
+        owned = self.rt.active_partitions("conversions") if partitions is None else partitions
+        before = self.lifecycle.queues_not_saved
+        written = self.lifecycle.checkpoint(owned)
+        unsaved = self.lifecycle.queues_not_saved - before
+        if unsaved:
+            metrics.count_queues_not_saved(unsaved)
+            log.warning(
+                "%d replica checkpoints written without their learning queue (over %d bytes): "
+                "a restart before the next one loses those examples",
+                unsaved,
+                self.lifecycle.max_checkpoint_bytes,
+            )
+        return written
+
     async def execute(self, commands: list[Command], event: Any = None) -> None:
         for command in commands:
             if isinstance(command, Admitted):
@@ -255,9 +274,13 @@ def register(rt: Any, channel: Any) -> ConversionsAdapter:
 
     @rt.app.on_partitions_revoked.connect
     async def _forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        for tp in revoked:
-            if tp.topic == rt.settings.topic("conversions"):
-                adapter.lifecycle.forget_partition(tp.partition)
+        gone = {tp.partition for tp in revoked if tp.topic == rt.settings.topic("conversions")}
+        # Faust committed (and so checkpointed) before this signal; what its timers did since
+        # goes to the partition's next owner too, at once.
+        if adapter.checkpoint(gone) and isinstance(rt.tables["models"], WriteBack):
+            rt.tables["models"].flush()
+        for partition in gone:
+            adapter.lifecycle.forget_partition(partition)
 
     @rt.app.agent(channel, name="conversions")
     async def conversions_agent(stream: Any) -> None:

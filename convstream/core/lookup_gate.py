@@ -124,6 +124,8 @@ class LookupGate:
         self.turn_timeout_s = turn_timeout_s
         self._parts: dict[int, _Partition] = {}
         self._parked: dict[int, Request] = {}
+        self._ids_of: dict[Request, int] = {}  # a request parked twice is held once
+        self._partition_of: dict[int, int] = {}
         self._ids = itertools.count()
         self._keys: dict[str, _Key] = {}
         self._ready: set[int] = set()  # ordered lookups the rules released, waiting their turn
@@ -189,10 +191,15 @@ class LookupGate:
             self._dirty.add(key)
 
     def park(self, partition: int, request: Request, now: float) -> None:
-        """Hold ``request`` (a lookup with event time ``request.ts``) read on ``partition``."""
+        """Hold ``request`` (a lookup with event time ``request.ts``) read on ``partition``; one
+        already held (read again after a restart, and restored from the parked table) once."""
+        if request in self._ids_of:
+            return
         part = self._part(partition)
         n = next(self._ids)
         self._parked[n] = request
+        self._ids_of[request] = n
+        self._partition_of[n] = partition
         heapq.heappush(part.by_ts, (request.ts, n))
         key = request.key
         if self._is_ordered(key):
@@ -267,6 +274,8 @@ class LookupGate:
         request = self._parked.pop(n, None)
         if request is None:
             return
+        del self._ids_of[request]
+        del self._partition_of[n]
         ready.append(request)
         key = request.key
         if not self._is_ordered(key):
@@ -276,6 +285,22 @@ class LookupGate:
             self._keys[key].ready -= 1
         self._keys[key].open[request.conversion_key] = (request.ts, now)
         self._answered.append((now, key, request.conversion_key))
+
+    def forget_partition(self, partition: int) -> int:
+        """Drop the lookups parked for ``partition`` (it moved to another worker, which restores
+        them from the parked table) and its marks; returns how many went."""
+        gone = [n for n, p in self._partition_of.items() if p == partition]
+        for n in gone:
+            request = self._parked.pop(n)
+            del self._ids_of[request]
+            del self._partition_of[n]
+            if n in self._ready:
+                self._ready.discard(n)
+                self._keys[request.key].ready -= 1
+            if self._is_ordered(request.key):
+                self._dirty.add(request.key)  # its queue entry is skipped from now on
+        self._parts.pop(partition, None)
+        return len(gone)
 
     def __len__(self) -> int:
         return len(self._parked)

@@ -189,10 +189,12 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     rt.tables["models"] = table("match-models", value_serializer="raw")
     # Event-time clocks of the input partitions (convstream/core/clock.py), one entry each.
     rt.tables["clocks"] = table("event-clocks", value_serializer="raw")
+    # Lookups parked in the identifiers agent, by identifier: a restart takes them up again.
+    rt.tables["parked"] = table("parked-lookups")
+
+    from convstream.stream import writeback
 
     if settings.coalesce_writes:
-        from convstream.stream import writeback
-
         # The conversion state writes through: it records which revision of a label was sent,
         # and a label goes out when it is decided, not at the commit that would flush a cached
         # state (writeback.py says what that window would cost after a kill).
@@ -214,5 +216,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
 
     users.register(rt, channel(*ENGAGEMENT_TOPICS, "privacy", "cs-probe"))
     identifiers.register(rt, channel("cs-ident"))
-    conversions.register(rt, channel("conversions", "feedback", "cs-answer", "cs-learn"))
+    adapter = conversions.register(rt, channel("conversions", "feedback", "cs-answer", "cs-learn"))
+    # Each replica is saved as of the offsets a commit is about to record (before the caches
+    # go out, the match-models table's among them).
+    writeback.on_commit(app, adapter.checkpoint)
     return app, rt

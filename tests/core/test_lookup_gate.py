@@ -238,3 +238,35 @@ def test_a_hot_key_does_not_queue_without_bound():
     assert gate.hot_key_skips == 2  # counted: these two did not wait for the decisions before
     gate.decided("em:placeholder", "o2")  # o0 and o1 still open: order holds
     assert gate.due(now=0.3) == []
+
+
+def test_a_lookup_parked_again_after_a_restart_is_held_once():
+    """Restored from the parked table and read again from cs-ident (its offset was not
+    committed): one answer, not two."""
+    gate = _gate(sources=1)
+    gate.park(0, _lookup(T), now=0.0)
+    gate.park(0, _lookup(T), now=0.1)
+    assert len(gate) == 1
+    gate.observe(0, {0: T}, now=0.2)
+    assert gate.due(now=0.3) == [_lookup(T)]
+    # Once answered, the same request read again is a new one (its answer is a duplicate the
+    # conversion ignores).
+    gate.park(0, _lookup(T), now=0.4)
+    assert gate.due(now=0.5) == [_lookup(T)]
+
+
+def test_a_partition_that_moved_away_takes_its_parked_lookups_along():
+    gate = LookupGate(1, ordered=("em:",))
+    gate.park(0, _lookup(T, "em:e1"), now=0.0)
+    gate.park(1, _lookup(T, "ip:10.0.0.2"), now=0.0)
+    gate.park(1, Lookup("em:e2", "a:Purchase:2", 0, T), now=0.0)
+    gate.observe(1, {0: T}, now=0.1)
+    assert gate.forget_partition(1) == 2
+    assert len(gate) == 1 and gate.waiting() == (1, 0)
+    assert gate.due(now=0.2) == []  # partition 1's marks went with it
+    gate.observe(0, {0: T}, now=0.3)
+    assert gate.due(now=0.4) == [_lookup(T, "em:e1")]
+    # Back on this worker, its lookups are parked again (from the table) as new.
+    gate.park(1, _lookup(T, "ip:10.0.0.2"), now=0.5)
+    gate.observe(1, {0: T}, now=0.6)
+    assert gate.due(now=0.7) == [_lookup(T, "ip:10.0.0.2")]

@@ -66,7 +66,14 @@ SET_BY_WORKER = {
     "count(convstream_dead_letter_total) >= 54": "every (topic, reason) series exists",
     "count(convstream_records_rerouted_total) >= 6": "every input topic's rerouted series",
 }
-TABLES = {"users", "identifiers", "conversion-state", "match-models", "event-clocks"}
+TABLES = {
+    "users",
+    "identifiers",
+    "conversion-state",
+    "match-models",
+    "event-clocks",
+    "parked-lookups",
+}
 CONSUMED_TOPICS = {"impressions", "clicks", "identity", "conversions", "feedback"}
 MALFORMED = [
     ("conversions", "{not json"),

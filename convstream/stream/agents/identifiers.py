@@ -6,6 +6,12 @@ the index), or that it is idle (read to its end, nothing new for a while): see
 :mod:`convstream.core.lookup_gate`. Then it is answered from the index as of T. Lookups of an
 email, phone or external id also wait for the decisions of earlier conversions that carried
 it, for the links those make (convstream/stream/agents/conversions.py).
+
+Parked lookups are also kept in the ``parked-lookups`` table, by identifier, until they are
+answered: their cs-ident offsets are committed while they wait, and a worker that dies or loses
+the partition would otherwise take them along. The partition's next owner (the same worker
+restarted, or another) parks them again before it reads its first batch. With coalesced writes
+(the default), a lookup answered within a commit interval of its parking costs no write.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 from convstream.core import messages
 from convstream.core.index import add_sighting, expire, lookup
 from convstream.core.lookup_gate import LookupGate
+from convstream.core.partitioning import partition_for
 from convstream.core.resolve import LINKED_KINDS
 from convstream.stream import metrics
 
@@ -32,7 +39,46 @@ def register(rt: Any, channel: Any) -> None:
         ordered=tuple(f"{kind}:" for kind in LINKED_KINDS),
     )
 
+    parked = rt.tables["parked"]  # identifier key -> [[conversion key, round, ts], ...]
+    restored: set[int] = set()  # cs-ident partitions whose parked lookups are in the gate
+
+    def hold(partition: int, request: messages.Lookup, now: float) -> None:
+        gate.park(partition, request, now)
+        rows = list(parked.get(request.key) or ())
+        row = [request.conversion_key, request.round, request.ts]
+        if row not in rows:
+            parked[request.key] = [*rows, row]
+
+    def settle(request: messages.Lookup) -> None:
+        row = [request.conversion_key, request.round, request.ts]
+        rows = [r for r in parked.get(request.key) or () if r != row]
+        if rows:
+            parked[request.key] = rows
+        else:
+            parked.pop(request.key, None)
+
+    def restore(now: float) -> None:
+        """Park again what the table holds for partitions new here (a start, a rebalance)."""
+        active = rt.active_partitions("cs-ident")
+        new = active - restored
+        if new:
+            for key, rows in list(parked.items()):
+                partition = partition_for(key, s.partitions)
+                if partition in new:
+                    for conversion_key, round_, ts in rows:
+                        gate.park(partition, messages.Lookup(key, conversion_key, round_, ts), now)
+        restored.clear()
+        restored.update(active)
+
+    @rt.app.on_partitions_revoked.connect
+    async def _forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        for tp in revoked:
+            if tp.topic == s.topic("cs-ident"):
+                gate.forget_partition(tp.partition)
+                restored.discard(tp.partition)
+
     async def answer(request: messages.Lookup) -> None:
+        settle(request)
         reply = lookup(
             index.get(request.key),
             request.key,
@@ -94,6 +140,7 @@ def register(rt: Any, channel: Any) -> None:
     async def identifiers_agent(stream: Any) -> None:
         async for events in stream.take_events(s.batch_size, s.batch_within_s):
             now = time.monotonic()
+            restore(now)
             rows: list[messages.Sighting] = []
             for event in events:
                 message = messages.decode(event.message.value)
@@ -101,7 +148,7 @@ def register(rt: Any, channel: Any) -> None:
                     rows.extend(message.rows)
                     gate.observe(event.message.partition, message.marks, now, message.idle)
                 elif isinstance(message, messages.Lookup):
-                    gate.park(event.message.partition, message, now)
+                    hold(event.message.partition, message, now)
                 elif isinstance(message, messages.Decided):
                     gate.decided(message.key, message.conversion_key)
                 elif isinstance(message, messages.IndexLink):

@@ -108,10 +108,12 @@ class Resolved:
 
 @dataclass(frozen=True, slots=True)
 class EmitLabel:
-    """A new or changed label (``label["revision"]`` set) for the labels topic."""
+    """A new or changed label (``label["revision"]`` set) for the labels topic; ``seq`` numbers
+    the labels of ``partition`` in the order they were decided (:meth:`Lifecycle.sent`)."""
 
     label: dict[str, Any]
     partition: int
+    seq: int = 0
 
 
 Command = (
@@ -130,15 +132,17 @@ MAX_CHECKPOINT_BYTES = 900_000
 class Replica:
     """What a replica resumes from: its model's ``dumps()``, the learning examples waiting in its
     queue as ``(ts, key, example)`` (None: too many to save, see :func:`encode_replica`), the
-    newest event time it decided at, how many examples it learned, and its conversion clock's
+    newest event time it decided at, how many examples it learned, its conversion clock's
     recent event times (None: a checkpoint from before replicas were saved whole, whose clock
-    has an entry of its own)."""
+    has an entry of its own), and the ``seq`` of the last of its partition's labels handed to
+    the producer before the checkpoint (:meth:`Lifecycle.sent`)."""
 
     model: bytes
     queue: list[tuple[int, str, Any]] | None
     decided: int | None
     learned: int
     clock: list[int] | None
+    sent: int = 0
 
 
 def encode_replica(
@@ -148,6 +152,7 @@ def encode_replica(
     decided: int | None,
     learned: int,
     clock: bytes,
+    sent: int = 0,
     limit: int = MAX_CHECKPOINT_BYTES,
 ) -> tuple[bytes, bool]:
     """One checkpoint entry for a replica; returns it and whether its queue fits in ``limit``
@@ -157,8 +162,9 @@ def encode_replica(
 
     >>> blob, whole = encode_replica(b"M", [Entry.make(5, "k", {"t": "ss"})], decided=9,
     ...                              learned=3, clock=b"[7,9]")
-    >>> whole, decode_replica(blob)
-    (True, Replica(model=b'M', queue=[(5, 'k', {'t': 'ss'})], decided=9, learned=3, clock=[7, 9]))
+    >>> whole, decode_replica(blob)  # doctest: +NORMALIZE_WHITESPACE
+    (True, Replica(model=b'M', queue=[(5, 'k', {'t': 'ss'})], decided=9, learned=3,
+                   clock=[7, 9], sent=0))
     >>> blob, whole = encode_replica(b"M", [Entry.make(5, "k", {"t": "ss"})], decided=9,
     ...                              learned=3, clock=b"[]", limit=40)
     >>> whole, decode_replica(blob).queue
@@ -166,7 +172,12 @@ def encode_replica(
     """
 
     def header(queue: Any) -> bytes:
-        fields = {"decided": decided, "learned": learned, "clock": orjson.Fragment(clock)}
+        fields = {
+            "decided": decided,
+            "learned": learned,
+            "clock": orjson.Fragment(clock),
+            "sent": sent,
+        }
         return orjson.dumps({**fields, "queue": queue})
 
     queue = [
@@ -195,6 +206,7 @@ def decode_replica(blob: bytes) -> Replica:
         decided=head["decided"],
         learned=head["learned"],
         clock=head["clock"],
+        sent=head.get("sent", 0),
     )
 
 
@@ -285,6 +297,11 @@ class Lifecycle:
         # Replicas changed since their last checkpoint, and the checkpoints read at a start.
         self._changed: set[int] = set()
         self._resumed: dict[int, Replica | None] = {}
+        # Per partition: labels decided (their seq), and the last one handed to the producer.
+        self._seq: dict[int, int] = {}
+        self._sent: dict[int, int] = {}
+        self._resend: list[EmitLabel] = []
+        self._restart: list[ConversionKey] = []
         #: Checkpoints written without their queue, for want of room (:func:`encode_replica`).
         self.queues_not_saved = 0
 
@@ -340,16 +357,56 @@ class Lifecycle:
             clock = self.clocks[partition] = EventClock.loads(
                 blob, max_future_ms=self.policy.max_future_ms, max_age_ms=self.policy.max_age_ms
             )
-            # After a restart or a rebalance the held conversions are in the states table only.
+            # After a restart or a rebalance the held conversions are in the states table only,
+            # and so are the labels decided after the checkpoint, which may not have gone out.
+            sent = saved.sent if saved is not None else 0
             heap = self._held[partition] = []
+            resend: list[EmitLabel] = []
+            seq = sent
             for key, state in self.states.items():
-                if (
-                    state.get("phase") == "held"
-                    and partition_for(key, self.partitions) == partition
-                ):
+                if partition_for(key, self.partitions) != partition:
+                    continue
+                if state.get("phase") == "held":
                     heap.append((state["conv"]["ts"], key))
+                elif state.get("phase") in ("lookup", "probe"):
+                    self._restart.append(key)
+                out = state.get("sent")
+                if out is not None and out["seq"] > sent:
+                    resend.append(EmitLabel(out["label"], partition, out["seq"]))
+                    seq = max(seq, out["seq"])
             heapq.heapify(heap)
+            self._resend += sorted(resend, key=lambda c: c.seq)
+            self._seq[partition] = self._sent[partition] = seq
         return clock
+
+    def resume(self, partitions: Iterable[int]) -> list[Command]:
+        """Start the replicas of ``partitions`` that are not running (a start, a rebalance),
+        and return what their last owner may have left undone:
+
+        - the labels decided after the checkpoint they resume from, which may have died unsent
+          with that worker (identical to what went out, if they did go out: a duplicate the
+          contract allows);
+        - a new round for every conversion whose round was in flight: its state is saved as
+          it is written, but the lookups or probes it sent may have died in the producer, and
+          the records that caused them, read again, find their answers already recorded. The
+          old round's answers are ignored.
+        """
+        for partition in partitions:
+            self.clock(partition)
+        out: list[Command] = list(self._resend)
+        restart, self._resend, self._restart = self._restart, [], []
+        for key in restart:
+            state = self.states.get(key)
+            if state is not None and state["phase"] in ("lookup", "probe"):
+                out += self._start_round(key, state)
+        return out
+
+    def sent(self, partition: int, seq: int) -> None:
+        """Label ``seq`` of ``partition`` (and every one before it) is in the producer: the next
+        checkpoint, written before the producer is flushed and the offsets committed, says so."""
+        if seq > self._sent.get(partition, 0):
+            self._sent[partition] = seq
+            self._changed.add(partition)
 
     def checkpoint(self, partitions: Iterable[int] | None = None) -> int:
         """Save every replica of ``partitions`` (all here by default) that changed since its
@@ -373,6 +430,7 @@ class Lifecycle:
                 decided=self.decided.get(partition),
                 learned=self.learned.get(partition, 0),
                 clock=self.clock(partition).dumps(),
+                sent=self._sent.get(partition, 0),
                 limit=self.max_checkpoint_bytes,
             )
             self.queues_not_saved += not whole
@@ -391,6 +449,10 @@ class Lifecycle:
         self.learned.pop(partition, None)
         self._resumed.pop(partition, None)
         self._changed.discard(partition)
+        self._seq.pop(partition, None)
+        self._sent.pop(partition, None)
+        self._resend = [c for c in self._resend if c.partition != partition]
+        self._restart = [k for k in self._restart if partition_for(k, self.partitions) != partition]
 
     def _learn_until(self, partition: int, ts: int) -> None:
         steps = self.queue(partition).flush(ts)
@@ -667,6 +729,13 @@ class Lifecycle:
                 part, truth["ts"], key, model.feedback_example(decision.snapshot, truth["user_id"])
             )
         emitted = coordinator.settle(state, label, decision.snapshot)
+        seq = 0
+        if emitted is not None:
+            self.clock(part)  # numbers go on from the partition's checkpoint
+            seq = self._seq[part] = self._seq.get(part, 0) + 1
+            # The label as sent, kept until the next one: sent again after a restart if it was
+            # decided after the checkpoint the partition resumes from.
+            state["sent"] = {"seq": seq, "label": emitted}
         again = state.pop("again", False)
         self.states[key] = state
         if state["label"] is not None:
@@ -675,7 +744,7 @@ class Lifecycle:
         if dropped:
             out.append(Dropped(key, tuple(dropped)))
         if emitted is not None:
-            out.append(EmitLabel(emitted, part))
+            out.append(EmitLabel(emitted, part, seq))
         # Every deterministic decision refreshes its links whether or not the label changed:
         # their recency is a feature of later matches on those keys.
         for link_key, user in identity_links(conv, decision, answers):

@@ -68,6 +68,10 @@ class Runtime:
         payload = value if isinstance(value, bytes) else orjson.dumps(value)
         return await self.topics[topic].send(key=key, value=payload, partition=partition)
 
+    async def flush(self) -> None:
+        """Wait until everything sent so far (table changelogs included) is in the broker."""
+        await self.app.producer.flush()
+
     async def send_keyed(self, topic: str, key: str, value: Any):
         """Send to the partition Kafka's default partitioner picks for ``key`` (explicitly)."""
         partition = partition_for(key, self.settings.partitions)

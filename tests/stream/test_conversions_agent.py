@@ -53,6 +53,7 @@ class FakeRuntime:
     tables: dict[str, dict] = field(default_factory=lambda: {"conversions": {}, "models": {}})
     sent: list[tuple[str, str | None, Any, int | None]] = field(default_factory=list)
     dead: list[tuple[str, str]] = field(default_factory=list)
+    flushes: list[int] = field(default_factory=list)  # how many sends each flush followed
 
     def logical_name(self, physical: str) -> str:
         return physical
@@ -65,6 +66,9 @@ class FakeRuntime:
 
     async def send_keyed(self, topic: str, key: str, value: Any):
         await self.send(topic, key, value, partition_for(key, self.settings.partitions))
+
+    async def flush(self) -> None:
+        self.flushes.append(len(self.sent))
 
     async def dead_letter(self, event: Any, reason: str, detail: str = "") -> None:
         self.dead.append((event.message.topic, reason))
@@ -138,6 +142,74 @@ async def test_a_conversion_becomes_lookups_then_probes_then_a_label():
     await agent.on_batch([record("conversions", conversion("o1", T, em=em))])
     await agent.on_batch([Event(Message("cs-answer", 0, reply))])
     assert [t for t, *_ in rt.take()] == []
+
+
+async def _decided_once(rt: FakeRuntime) -> tuple[ConversionsAdapter, list[dict]]:
+    """One conversion through an agent to its label (held, looked up, probed, decided)."""
+    agent = ConversionsAdapter(rt)
+    em = sha256_hex("bo@example.com")
+    await agent.on_batch([record("conversions", conversion("o2", T, em=em))])
+
+    async def fetched(partition: int) -> int:
+        return 1
+
+    await agent.release_idle(lambda partition: 1, fetched, since=0.0)
+    answer = {"key": f"em:{em}", "kind": "em", "degree": 1, "users": [["u2", T - MIN, T, 1]]}
+    reply = messages.encode(messages.LookupAnswer("a:Purchase:o2", 0, answer))
+    await agent.on_batch([Event(Message("cs-answer", 0, reply))])
+    engagements = {"user_id": "u2", "engagements": [[T - MIN, "click", "c2", "a", "k", "ad"]]}
+    reply = messages.encode(messages.ProbeAnswer("a:Purchase:o2", 0, "u2", engagements))
+    rt.take()
+    await agent.on_batch([Event(Message("cs-answer", 0, reply))])
+    return agent, [v for t, _, v, _ in rt.take() if t == "labels"]
+
+
+async def test_a_label_goes_out_after_the_producer_flush_that_saves_its_state():
+    rt = FakeRuntime(settings=Settings(hold_idle_s=0.0))
+    flushed = len(rt.flushes)
+    _, labels = await _decided_once(rt)
+    assert len(labels) == 1
+    # The batch that decided it sent its links first, then flushed, then the label.
+    assert len(rt.flushes) == flushed + 1 and rt.flushes[-1] > 0
+
+
+async def test_a_label_decided_after_the_checkpoint_is_sent_again_by_the_next_worker():
+    """Killed after the decision and before a commit: the state says the label went out, but
+    it may have died in the producer. The next worker sends the same label again."""
+    rt = FakeRuntime(settings=Settings(hold_idle_s=0.0))
+    _, labels = await _decided_once(rt)
+    restarted = ConversionsAdapter(FakeRuntime(settings=rt.settings, tables=rt.tables))
+    await restarted.on_batch([])
+    again = [v for t, _, v, _ in restarted.rt.take() if t == "labels"]
+    assert again == labels
+
+    # Checkpointed after the send (a commit): the next worker has nothing to send again.
+    rt = FakeRuntime(settings=Settings(hold_idle_s=0.0))
+    agent, labels = await _decided_once(rt)
+    assert agent.checkpoint() > 0
+    restarted = ConversionsAdapter(FakeRuntime(settings=rt.settings, tables=rt.tables))
+    await restarted.on_batch([])
+    assert restarted.rt.take() == []
+
+
+async def test_a_round_in_flight_is_started_again_by_the_next_worker():
+    """Its lookup may have died in the producer with the worker, and the copy read again is a
+    duplicate of the saved state: without a new round nothing would ever answer it."""
+    rt = FakeRuntime(settings=Settings(hold_idle_s=0.0))
+    agent = ConversionsAdapter(rt)
+    em = sha256_hex("cy@example.com")
+    await agent.on_batch([record("conversions", conversion("o3", T, em=em))])
+
+    async def fetched(partition: int) -> int:
+        return 1
+
+    await agent.release_idle(lambda partition: 1, fetched, since=0.0)
+    first = [messages.decode(v) for t, _, v, _ in rt.take() if t == "cs-ident"]
+    assert first == [messages.Lookup(f"em:{em}", "a:Purchase:o3", 0, T)]
+    restarted = ConversionsAdapter(FakeRuntime(settings=rt.settings, tables=rt.tables))
+    await restarted.on_batch([record("conversions", conversion("o3", T, em=em))])
+    again = [messages.decode(v) for t, _, v, _ in restarted.rt.take() if t == "cs-ident"]
+    assert again == [messages.Lookup(f"em:{em}", "a:Purchase:o3", 1, T)]
 
 
 async def test_a_partition_read_before_a_restart_releases_its_held_conversions():
@@ -267,6 +339,7 @@ async def test_the_agent_gives_the_offline_engines_labels(replay):
         await transport.feed(line)
     for partition in range(rt.settings.partitions):  # the end of the input, as offline
         await agent.execute(agent.lifecycle.release_idle(partition))
+        await agent.send_labels()
         await transport.deliver()
     await transport.release(float("inf"))
 

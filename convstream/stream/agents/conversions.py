@@ -90,8 +90,11 @@ class ConversionsAdapter:
         # Tells this worker's own cs-learn messages from the others'.
         self.worker_id = uuid.uuid4().hex
         self.decoded: OrderedDict[bytes, tuple[str, list[tuple[Entry, list[int]]]]] = OrderedDict()
+        # Labels decided (True) or to send again after a restart (False), sent by send_labels.
+        self.unsent: list[tuple[EmitLabel, bool]] = []
 
     async def on_batch(self, events: list[Any]) -> None:
+        await self.resume()
         counts: dict[str, int] = defaultdict(int)
         for event in events:
             topic = self.rt.logical_name(event.message.topic)
@@ -110,6 +113,44 @@ class ConversionsAdapter:
         for topic, n in counts.items():
             metrics.count_event_in(topic, n)
         await self.send_examples()
+        await self.send_labels()
+
+    async def resume(self) -> None:
+        """Start the replicas of partitions new here, and take up what their last owner may
+        have left undone (:meth:`Lifecycle.resume`): its labels decided after the checkpoint
+        go out again, its rounds in flight start again."""
+        commands = self.lifecycle.resume(sorted(self.rt.active_partitions("conversions")))
+        if not commands:
+            return
+        again = [c for c in commands if isinstance(c, EmitLabel)]
+        rounds = {
+            c.conversion_key for c in commands if isinstance(c, messages.Lookup | messages.Probe)
+        }
+        log.warning(
+            "partitions taken up: %d labels decided after their checkpoint sent again, "
+            "%d rounds in flight started again",
+            len(again),
+            len(rounds),
+        )
+        self.unsent += [(command, False) for command in again]
+        await self.execute([c for c in commands if not isinstance(c, EmitLabel)])
+
+    async def send_labels(self) -> None:
+        """Send the labels decided since the last call, once the conversion states that record
+        them are in the broker (a producer flush): a label must never be out while the state
+        that says it went out could still be lost, or a restart would decide the conversion
+        again, with another model, under the same revision. A state saved whose label died
+        unsent in the producer is sent again by :meth:`resume`."""
+        if not self.unsent:
+            return
+        await self.rt.flush()
+        unsent, self.unsent = self.unsent, []
+        for command, decided in unsent:
+            key = command.label["conversion_key"]
+            await self.rt.send("labels", key, command.label, partition=command.partition)
+            self.lifecycle.sent(command.partition, command.seq)
+            if decided:
+                metrics.observe_label(command.label, self.arrivals.pop(key, time.time()))
 
     async def on_conversion(self, event: Any) -> None:
         """One record: a conversion in any accepted shape, or a batch envelope of several
@@ -212,9 +253,7 @@ class ConversionsAdapter:
             elif isinstance(command, Dropped):
                 metrics.count_identifier_rejected(command.rejections)
             elif isinstance(command, EmitLabel):
-                key = command.label["conversion_key"]
-                await self.rt.send("labels", key, command.label, partition=command.partition)
-                metrics.observe_label(command.label, self.arrivals.pop(key, time.time()))
+                self.unsent.append((command, True))
             elif isinstance(command, Resolved):
                 stats = self.lifecycle.model(command.partition).stats()
                 metrics.set_model_quality(
@@ -249,6 +288,7 @@ class ConversionsAdapter:
                 idle = fetched is not None and fetched >= end and now - since >= idle_s
             if idle:
                 await self.execute(self.lifecycle.release_idle(partition))
+        await self.send_labels()
 
     async def expire_and_redrive(self, rebalanced_at: float) -> None:
         """Drop states past their event-time horizons, and start again the rounds a rebalance
@@ -266,6 +306,7 @@ class ConversionsAdapter:
             metrics.count_redrive()
         await self.execute(commands)
         await self.send_examples()
+        await self.send_labels()
         metrics.set_table_entries("conversion-state", len(self.lifecycle.states))
 
 

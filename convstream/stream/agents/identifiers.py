@@ -16,6 +16,7 @@ restarted, or another) parks them again before it reads its first batch. With co
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -25,6 +26,8 @@ from convstream.core.lookup_gate import LookupGate
 from convstream.core.partitioning import partition_for
 from convstream.core.resolve import LINKED_KINDS
 from convstream.stream import metrics
+
+log = logging.getLogger(__name__)
 
 
 def register(rt: Any, channel: Any) -> None:
@@ -62,11 +65,14 @@ def register(rt: Any, channel: Any) -> None:
         active = rt.active_partitions("cs-ident")
         new = active - restored
         if new:
+            held = len(gate)
             for key, rows in list(parked.items()):
                 partition = partition_for(key, s.partitions)
                 if partition in new:
                     for conversion_key, round_, ts in rows:
                         gate.park(partition, messages.Lookup(key, conversion_key, round_, ts), now)
+            if len(gate) > held:
+                log.warning("partitions taken up: %d parked lookups parked again", len(gate) - held)
         restored.clear()
         restored.update(active)
 

@@ -620,7 +620,7 @@ class Lifecycle:
         state = self.states.get(key)
         if state is None:
             return []
-        answer, _ = drop_shared(msg.answer, limit=self.policy.max_users_per_value)
+        answer = drop_shared(msg.answer, limit=self.policy.max_users_per_value)
         if coordinator.on_answer(state, msg.round, answer["key"], answer):
             return self._probe_or_finish(key, state)
         self.states[key] = state

@@ -13,12 +13,15 @@ sightings and from links learned from earlier deterministic matches, so a fallba
 some converters send beside their click id grows past the limit as those matches teach it.
 
 >>> answer = {"key": "em:e1", "kind": "em", "degree": 9, "users": [["u1", 0, 5, 1]]}
->>> kept, rejection = drop_shared(answer, limit=8)
->>> kept["users"], kept["shared"], kept["degree"], rejection
-([], True, 9, Rejection(field='em', reason='shared'))
->>> drop_shared({"key": "em:e2", "kind": "em", "degree": 8, "users": []}, limit=8)[1] is None
-True
->>> drop_shared({"key": "click:k", "kind": "click", "degree": 20, "users": []}, limit=8)[1]
+>>> kept = drop_shared(answer, limit=8)
+>>> kept["users"], kept["shared"], kept["degree"]
+([], True, 9)
+>>> note_rejections({}, {kept["key"]: kept})
+[Rejection(field='em', reason='shared')]
+>>> "shared" in drop_shared({"key": "em:e2", "kind": "em", "degree": 8, "users": []}, limit=8)
+False
+>>> "shared" in drop_shared({"key": "click:k", "kind": "click", "degree": 20, "users": []}, limit=8)
+False
 """
 
 from __future__ import annotations
@@ -40,14 +43,12 @@ FIELD_OF_KIND: dict[str, str] = {
 REASON = "shared"
 
 
-def drop_shared(
-    answer: dict[str, Any], *, limit: int = DEFAULT_LIMIT
-) -> tuple[dict[str, Any], Rejection | None]:
-    """The answer to keep for a conversion, and the rejection when its value is shared."""
-    field = FIELD_OF_KIND.get(answer.get("kind", ""))
-    if field is None or answer.get("degree", 0) <= limit:
-        return answer, None
-    return {**answer, "users": [], "shared": True}, Rejection(field, REASON)
+def drop_shared(answer: dict[str, Any], *, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
+    """The answer to keep for a conversion: a shared value's, without its users and flagged
+    ``shared``; the flag is all that :func:`note_rejections` needs to name its rejection."""
+    if answer.get("kind", "") not in FIELD_OF_KIND or answer.get("degree", 0) <= limit:
+        return answer
+    return {**answer, "users": [], "shared": True}
 
 
 def shared_keys(answers: dict[str, dict[str, Any]]) -> set[str]:

@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from convstream.core.attribution import AttributionConfig
 from convstream.core.dedupe import merge_user_data
 from convstream.core.evaluation import latest_labels
 from convstream.core.identifier_quality import IdentifierTally, format_rejections
@@ -24,7 +23,6 @@ from convstream.core.quality import (
 )
 from convstream.core.records import Conversion, Invalid, parse_conversions
 from convstream.core.resolve import dropped_identifiers
-from convstream.core.settings_file import load_attribution_config
 from convstream.core.shared_values import REASON
 from convstream.core.units import DAY_MS
 from convstream.stream import metrics
@@ -98,11 +96,7 @@ async def merged_conversions(
     worker does (first copy wins); ``tally`` counts every copy's junk identifiers, site events'
     too. Site events (not conversions under the worker's attribution settings) get no label
     and are left out."""
-    config = (
-        load_attribution_config(settings.attribution_config)
-        if settings.attribution_config
-        else AttributionConfig()
-    )
+    config = settings.attribution()
     merged: dict[str, dict[str, Any]] = {}
     async for _, raw in read_raw(settings, "conversions"):
         try:

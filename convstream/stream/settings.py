@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from convstream.core.attribution import AttributionConfig
 from convstream.core.coordinator import Policy
+from convstream.core.settings_file import load_attribution_config
 from convstream.core.units import DAY_MS, HOUR_MS
 
 #: Logical topic names; the physical name is ``topic_prefix + name``.
@@ -126,17 +128,23 @@ class Settings:
             max_users_per_value=self.max_users_per_value,
         )
 
+    def attribution(self) -> AttributionConfig:
+        """The attribution config a worker with these settings starts from: the
+        ``attribution_config`` file, read now, or the defaults when none is set.
+
+        >>> Settings().attribution() == AttributionConfig()
+        True
+        """
+        if not self.attribution_config:
+            return AttributionConfig()
+        return load_attribution_config(self.attribution_config)
+
     def offline_options(self) -> dict[str, Any]:
         """The keyword options of :class:`convstream.core.engine.OfflineEngine` that give the
         labels a worker with these settings gives (the attribution file read once)."""
-        from convstream.core.settings_file import load_attribution_config
-
-        config = (
-            load_attribution_config(self.attribution_config) if self.attribution_config else None
-        )
         return {
             "partitions": self.partitions,
-            "attribution_config": config,
+            "attribution_config": self.attribution(),
             "lookback_ms": self.lookback_ms,
             "top_k": self.top_k,
             "max_candidates": self.max_candidates,

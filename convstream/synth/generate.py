@@ -46,6 +46,7 @@ from convstream.synth.site import (
     SiteSimulator,
     Touch,
     capi_delay_ms,
+    conversion_event,
     customer_hash,
     event_nodes,
 )
@@ -969,16 +970,16 @@ class _World:
         if v.channel in ("both", "capi"):
             copies.append(("capi", ts + self._capi_delay(), self._capi_data(p, v)))
         for source, arrival, user_data in copies:
-            event = {
-                "event_id": event_id,
-                "event_name": name,
-                "source": source,
-                "ts": ts,
-                "advertiser_id": adv.advertiser_id,
-                "value": value,
-                "currency": adv.currency,
-                "user_data": user_data,
-            }
+            event = conversion_event(
+                event_id,
+                name,
+                source,
+                ts,
+                adv.advertiser_id,
+                user_data,
+                value=value,
+                currency=adv.currency,
+            )
             if v.happened:
                 self._emit("conversions", arrival, event)
                 emitted.append(event)

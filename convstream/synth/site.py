@@ -196,16 +196,7 @@ class SiteSimulator:
                 delay = rng.randrange(200, 5 * SECOND_MS + 1)
             else:
                 delay = capi_delay_ms(rng, cfg.capi_delay_min_s, cfg.capi_delay_max_s)
-            event = {
-                "event_id": event_id,
-                "event_name": name,
-                "source": source,
-                "ts": ts,
-                "advertiser_id": adv.advertiser_id,
-                "value": None,
-                "currency": None,
-                "user_data": user_data,
-            }
+            event = conversion_event(event_id, name, source, ts, adv.advertiser_id, user_data)
             world._emit("conversions", ts + delay, event)
             nodes |= set(event_nodes(user_data, touch.person))
         self.observations.append((adv.advertiser_id, ts, tuple(sorted(nodes))))
@@ -325,3 +316,32 @@ def capi_delay_ms(rng: random.Random, lo_s: float, hi_s: float) -> int:
     """Log-uniform between the bounds (seconds): CAPI batches arrive hours later."""
     delay_s = math.exp(rng.uniform(math.log(lo_s), math.log(hi_s)))
     return min(int(hi_s * SECOND_MS), max(math.ceil(lo_s * SECOND_MS), int(delay_s * SECOND_MS)))
+
+
+def conversion_event(
+    event_id: str,
+    name: str,
+    source: str,
+    ts: int,
+    advertiser_id: str,
+    user_data: dict[str, str | None],
+    *,
+    value: float | None = None,
+    currency: str | None = None,
+) -> dict[str, Any]:
+    """One copy on the conversions topic, a site event's (no value) or a conversion's; its field
+    order is the replay's bytes (pinned by the generator's digests).
+
+    >>> list(conversion_event("e", "Login", "capi", 0, "adv-0", {}))
+    ['event_id', 'event_name', 'source', 'ts', 'advertiser_id', 'value', 'currency', 'user_data']
+    """
+    return {
+        "event_id": event_id,
+        "event_name": name,
+        "source": source,
+        "ts": ts,
+        "advertiser_id": advertiser_id,
+        "value": value,
+        "currency": currency,
+        "user_data": user_data,
+    }

@@ -8,6 +8,7 @@ from convstream.core.engine import run_offline
 from convstream.core.lifecycle import Dropped, EmitLabel, Lifecycle
 from convstream.core.matching.model import MatchModel
 from convstream.core.messages import LookupAnswer
+from convstream.core.shared_values import drop_shared, note_rejections
 
 T = 1_767_571_200_000
 MIN = 60_000
@@ -116,6 +117,22 @@ def test_a_shared_value_is_dropped_counted_and_explained():
     assert (label["user_id"], label["match_method"]) == ("u0", "deterministic:ph")
     assert label["match_confidence"] >= 0.9
     assert label["match_explanation"][-1] == "dropped em: shared"
+
+
+def test_the_dropped_answer_carries_all_its_rejection_needs():
+    """drop_shared only flags the answer; note_rejections names the field as the contract does."""
+    raw = [
+        {"key": "dev:d1", "kind": "dev", "degree": 3, "users": [["u0", T, T, 1]]},
+        {"key": "ph:p1", "kind": "ph", "degree": 2, "users": [["u0", T, T, 1]]},
+        {"key": "click:k1", "kind": "click", "degree": 3, "users": [["u0", T, T, 1]]},
+    ]
+    answers = {a["key"]: drop_shared(a, limit=2) for a in raw}
+    assert [a["key"] for a in answers.values() if not a["users"]] == ["dev:d1"]
+    assert answers["ph:p1"] is raw[1] and answers["click:k1"] is raw[2]
+    conv: dict = {}
+    rejections = note_rejections(conv, answers)
+    assert [(r.field, r.reason) for r in rejections] == [("device_id", "shared")]
+    assert conv["rejected_identifiers"] == [["device_id", "shared"]]
 
 
 def _probe_answer(user: str):

@@ -52,6 +52,9 @@ class ConversionState(TypedDict, total=False):
     feedback: dict[str, Any] | None  # {user_id, ts, learned}: delayed truth
     round_at: float  # wall time the round started: redrive only, never event time
     again: bool  # a copy with new identifiers came during the round: another one follows
+    # The last label emitted, whole, and its number among its partition's labels: sent again
+    # by the partition's next owner if it was decided after the replica's checkpoint.
+    sent: dict[str, Any]  # {"seq": int, "label": dict}
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,8 @@ class LookupGate:
         self._parked: dict[int, Request] = {}
         self._ids_of: dict[Request, int] = {}  # a request parked twice is held once
         self._partition_of: dict[int, int] = {}
+        self._newest: dict[tuple[str, str], int] = {}  # (key, conversion) -> its latest round's
+        self._moot: list[Request] = []
         self._ids = itertools.count()
         self._keys: dict[str, _Key] = {}
         self._ready: set[int] = set()  # ordered lookups the rules released, waiting their turn
@@ -192,14 +194,28 @@ class LookupGate:
 
     def park(self, partition: int, request: Request, now: float) -> None:
         """Hold ``request`` (a lookup with event time ``request.ts``) read on ``partition``; one
-        already held (read again after a restart, and restored from the parked table) once."""
+        already held (read again after a restart, and restored from the parked table) once.
+
+        A lookup of the key by the same conversion in an earlier round than one held is moot:
+        its answer would be ignored, so it is never answered (:meth:`take_moot` hands it back,
+        for the parked table). A round started again after a restart
+        (:meth:`convstream.core.lifecycle.Lifecycle.resume`) so costs no second answer.
+        """
         if request in self._ids_of:
             return
+        pair = (request.key, request.conversion_key)
+        held = self._newest.get(pair)
+        if held is not None and self._parked[held].round > request.round:
+            self._moot.append(request)
+            return
+        if held is not None and self._parked[held].round < request.round:
+            self._moot.append(self._drop(held))
         part = self._part(partition)
         n = next(self._ids)
         self._parked[n] = request
         self._ids_of[request] = n
         self._partition_of[n] = partition
+        self._newest[pair] = n
         heapq.heappush(part.by_ts, (request.ts, n))
         key = request.key
         if self._is_ordered(key):
@@ -208,6 +224,26 @@ class LookupGate:
             entry.open.pop(request.conversion_key, None)
             heapq.heappush(entry.queue, (request.ts, request.conversion_key, n))
             self._dirty.add(key)
+
+    def take_moot(self) -> list[Request]:
+        """The lookups made moot since the last call (:meth:`park`)."""
+        out, self._moot = self._moot, []
+        return out
+
+    def _drop(self, n: int) -> Request:
+        """Forget parked lookup ``n`` unanswered (its heap and queue entries are skipped)."""
+        request = self._parked.pop(n)
+        del self._ids_of[request]
+        del self._partition_of[n]
+        pair = (request.key, request.conversion_key)
+        if self._newest.get(pair) == n:
+            del self._newest[pair]
+        if n in self._ready:
+            self._ready.discard(n)
+            self._keys[request.key].ready -= 1
+        if self._is_ordered(request.key):
+            self._dirty.add(request.key)
+        return request
 
     def due(self, now: float) -> list[Request]:
         """Remove and return every lookup that may be answered now (see the module docstring)."""
@@ -276,6 +312,9 @@ class LookupGate:
             return
         del self._ids_of[request]
         del self._partition_of[n]
+        pair = (request.key, request.conversion_key)
+        if self._newest.get(pair) == n:
+            del self._newest[pair]
         ready.append(request)
         key = request.key
         if not self._is_ordered(key):
@@ -291,14 +330,7 @@ class LookupGate:
         them from the parked table) and its marks; returns how many went."""
         gone = [n for n, p in self._partition_of.items() if p == partition]
         for n in gone:
-            request = self._parked.pop(n)
-            del self._ids_of[request]
-            del self._partition_of[n]
-            if n in self._ready:
-                self._ready.discard(n)
-                self._keys[request.key].ready -= 1
-            if self._is_ordered(request.key):
-                self._dirty.add(request.key)  # its queue entry is skipped from now on
+            self._drop(n)
         self._parts.pop(partition, None)
         return len(gone)
 

@@ -270,3 +270,27 @@ def test_a_partition_that_moved_away_takes_its_parked_lookups_along():
     gate.park(1, _lookup(T, "ip:10.0.0.2"), now=0.5)
     gate.observe(1, {0: T}, now=0.6)
     assert gate.due(now=0.7) == [_lookup(T, "ip:10.0.0.2")]
+
+
+def test_a_later_round_of_the_conversion_makes_its_earlier_lookup_of_the_key_moot():
+    """A round started again after a restart: the old round's lookup (restored, or read again)
+    is never answered, whichever of the two is parked first."""
+    gate = LookupGate(1, ordered=("em:",))
+    old, new = Lookup("em:e1", "o1", 0, T), Lookup("em:e1", "o1", 1, T)
+    gate.park(0, old, now=0.0)
+    assert gate.take_moot() == []
+    gate.park(0, new, now=0.1)
+    assert gate.take_moot() == [old]
+    gate.park(0, old, now=0.2)
+    assert gate.take_moot() == [old]
+    gate.park(0, Lookup("ip:1", "o1", 0, T), now=0.3)
+    assert gate.take_moot() == []  # another key: not moot
+    gate.observe(0, {0: T}, now=0.4)
+    assert sorted(r.key for r in gate.due(now=0.5)) == ["em:e1", "ip:1"]
+    assert len(gate) == 0
+    # The key's turn is open for the new round only: its decision lets the next one go.
+    gate.park(0, Lookup("em:e1", "o2", 0, T + 1), now=0.6)
+    gate.observe(0, {0: T + 1}, now=0.7)
+    assert gate.due(now=0.8) == []
+    gate.decided("em:e1", "o1")
+    assert [r.conversion_key for r in gate.due(now=0.9)] == ["o2"]

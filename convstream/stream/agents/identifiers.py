@@ -47,6 +47,11 @@ def register(rt: Any, channel: Any) -> None:
 
     def hold(partition: int, request: messages.Lookup, now: float) -> None:
         gate.park(partition, request, now)
+        moot = gate.take_moot()  # an earlier round's, or this one: never answered
+        for old in moot:
+            settle(old)
+        if request in moot:
+            return
         rows = list(parked.get(request.key) or ())
         row = [request.conversion_key, request.round, request.ts]
         if row not in rows:
@@ -70,7 +75,10 @@ def register(rt: Any, channel: Any) -> None:
                 partition = partition_for(key, s.partitions)
                 if partition in new:
                     for conversion_key, round_, ts in rows:
-                        gate.park(partition, messages.Lookup(key, conversion_key, round_, ts), now)
+                        request = messages.Lookup(key, conversion_key, round_, ts)
+                        gate.park(partition, request, now)
+            for old in gate.take_moot():
+                settle(old)
             if len(gate) > held:
                 log.warning("partitions taken up: %d parked lookups parked again", len(gate) - held)
         restored.clear()

@@ -402,8 +402,8 @@ class Lifecycle:
         return out
 
     def sent(self, partition: int, seq: int) -> None:
-        """Label ``seq`` of ``partition`` (and every one before it) is in the producer: the next
-        checkpoint, written before the producer is flushed and the offsets committed, says so."""
+        """Label ``seq`` of ``partition`` (and every one before it) is in the broker: the next
+        checkpoint says so, and a restart from it sends again only the labels after it."""
         if seq > self._sent.get(partition, 0):
             self._sent[partition] = seq
             self._changed.add(partition)

@@ -104,7 +104,7 @@ def test_the_worker_caches_every_table_but_the_conversion_state(tmp_path):
     _, rt = create_app(Settings.from_env({}, data_dir=str(tmp_path)))
     cached = {name for name, table in rt.tables.items() if isinstance(table, WriteBack)}
     # The conversion state records which label revision was sent; it must not wait for a commit.
-    assert cached == {"users", "identifiers", "models", "clocks"}
+    assert cached == {"users", "identifiers", "models", "clocks", "parked"}
     _, rt = create_app(
         Settings.from_env({}, coalesce_writes=False, data_dir=str(tmp_path / "through"))
     )

@@ -11,6 +11,7 @@ model replicas' checkpoints in ``match-models``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -147,10 +148,23 @@ class ConversionsAdapter:
         unsent, self.unsent = self.unsent, []
         for command, decided in unsent:
             key = command.label["conversion_key"]
-            await self.rt.send("labels", key, command.label, partition=command.partition)
-            self.lifecycle.sent(command.partition, command.seq)
+            delivery = await self.rt.send("labels", key, command.label, partition=command.partition)
+            self._when_delivered(delivery, command.partition, command.seq)
             if decided:
                 metrics.observe_label(command.label, self.arrivals.pop(key, time.time()))
+
+    def _when_delivered(self, delivery: Any, partition: int, seq: int) -> None:
+        """Tell the lifecycle label ``seq`` is out once the broker has it (a label still in the
+        producer at a kill must be sent again, so the checkpoint may not count it before)."""
+        if not isinstance(delivery, asyncio.Future):  # a runtime that delivers as it sends
+            self.lifecycle.sent(partition, seq)
+            return
+
+        def done(future: asyncio.Future) -> None:
+            if not future.cancelled() and future.exception() is None:
+                self.lifecycle.sent(partition, seq)
+
+        delivery.add_done_callback(done)
 
     async def on_conversion(self, event: Any) -> None:
         """One record: a conversion in any accepted shape, or a batch envelope of several

@@ -49,6 +49,19 @@ def _working(log: Path, timeout: float = 90.0) -> None:
         time.sleep(0.2)
 
 
+def _why(missing: set[str], expected: int, logs: dict[int, str]) -> str:
+    """What a failure needs to be understood later: the keys, and what each worker warned."""
+    lines = [f"{len(missing)} of {expected} keys unlabelled: {sorted(missing)}"]
+    for i, text in logs.items():
+        noted = [
+            line
+            for line in text.splitlines()
+            if ("WARNING" in line or "ERROR" in line) and "producer buffer full" not in line
+        ]
+        lines += [f"--- run-{i}: the last 15 warnings and errors of {len(noted)}:", *noted[-15:]]
+    return "\n".join(lines)
+
+
 def _content(label: dict) -> str:
     """Every field of a label but the wall-clock moment it was sent."""
     return repr(sorted((k, v) for k, v in label.items() if k != "emitted_at"))
@@ -97,7 +110,7 @@ def test_five_kills_lose_no_conversion_and_change_no_label(settings, start_worke
     assert worker.alive()
     logs = {i: (tmp_path / f"run-{i}.log").read_text(errors="replace") for i in range(KILLS + 1)}
     missing = expected - {lab["conversion_key"] for lab in labels}
-    assert not missing, f"{len(missing)} of {len(expected)} keys unlabelled: {sorted(missing)[:10]}"
+    assert not missing, _why(missing, len(expected), logs)
 
     # At-least-once: a label may come twice after a kill, but one revision has one content.
     contents: dict[tuple[str, int], set[str]] = {}

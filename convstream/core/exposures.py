@@ -5,8 +5,9 @@ The users agent and the offline engine write them with :func:`add_exposure`, as 
 engagements, and a probe answer carries the candidate's units of one advertiser as of the
 conversion (:func:`units_answer`). The state keys are ``"x"``: ``{advertiser_id: [[campaign_id,
 first_ts, holdout, [newest exposure times], exposures], ...]}`` and ``"r"``: the user's exposure
-times of the last 7 days (every campaign), sorted. Ghost impressions are exposures of the
-holdout arm.
+times (every campaign), sorted, for the 7 days of activity and a grace of 7 more: the users agent
+answers a probe when it may have read days past the conversion (a backlog), and the answer must
+be the one it would have given at the time. Ghost impressions are exposures of the holdout arm.
 
 >>> state = {}
 >>> add_exposure(state, "a", "c", 1_000, holdout=False, window_ms=10_000)
@@ -66,7 +67,8 @@ def add_exposure(
     row[1] = min(row[1], ts)
     recent = state.setdefault("r", [])
     bisect.insort(recent, ts)
-    cut = max(bisect.bisect_left(recent, recent[-1] - ACTIVITY_WINDOW_MS), len(recent) - max_recent)
+    horizon = recent[-1] - ACTIVITY_WINDOW_MS - GRACE_MS
+    cut = max(bisect.bisect_left(recent, horizon), len(recent) - max_recent)
     if cut > 0:
         del recent[:cut]
     return entered

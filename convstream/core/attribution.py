@@ -323,6 +323,16 @@ class AttributionConfig:
         """:meth:`AttributionSettings.is_conversion` of the advertiser's settings."""
         return self.for_advertiser(advertiser_id).is_conversion(event_name)
 
+    def unit_window_ms(self, advertiser_id: str) -> int:
+        """The advertiser's longest window: how long a user entered in one of its campaigns
+        stays in it (:mod:`convstream.core.exposures`, :mod:`convstream.core.lift`).
+
+        >>> AttributionConfig().unit_window_ms("adv-1") == 30 * DAY_MS
+        True
+        """
+        s = self.for_advertiser(advertiser_id)
+        return max(s.click_window_ms, s.view_window_ms)
+
     def max_window_ms(self) -> int:
         """The longest click or view window of any advertiser: how long engagements must live.
 

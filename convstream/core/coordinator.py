@@ -55,6 +55,7 @@ class ConversionState(TypedDict, total=False):
     # The last label emitted, whole, and its number among its partition's labels: sent again
     # by the partition's next owner if it was decided after the replica's checkpoint.
     sent: dict[str, Any]  # {"seq": int, "label": dict}
+    incremental: bool  # its conversion taught the incrementality estimators (once per key)
 
 
 @dataclass(frozen=True)

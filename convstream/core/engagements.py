@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from convstream.core.exposures import units_answer
 from convstream.core.identity import kind_of
 from convstream.core.records import Engagement
 
@@ -166,12 +167,16 @@ def probe(
     *,
     conversion_ts: int,
     retention_ms: int,
+    unit_window_ms: int | None = None,
 ) -> ProbeAnswer:
     """What the match model and attribution need about one candidate for one conversion.
 
     Only engagements at or before the conversion and within the retention count, so a late
     answer gives the same result as an early one; ``own`` lists the kinds of the user's own
-    identifiers (``em``, ``ph``) known by then.
+    identifiers (``em``, ``ph``) known by then. With ``unit_window_ms`` (the advertiser's
+    :meth:`~convstream.core.attribution.AttributionConfig.unit_window_ms`) it also carries the
+    user's units of the advertiser and activity as of the conversion, for incrementality
+    (:func:`convstream.core.exposures.units_answer`).
     """
     rows: list[EngagementRow] = []
     own: list[str] = []
@@ -180,7 +185,7 @@ def probe(
         rows = [r for r in state["e"] if r[3] == advertiser_id and horizon <= r[0] <= conversion_ts]
         own = sorted(k for k, ts in (state.get("o") or {}).items() if ts <= conversion_ts)
     clicks = [r for r in rows if r[1] == "click"]
-    return {
+    answer = {
         "user_id": user_id,
         "engagements": rows,
         "last_adv_ts": rows[-1][0] if rows else None,
@@ -189,3 +194,6 @@ def probe(
         "n_clicks": len(clicks),
         "own": own,
     }
+    if unit_window_ms is not None:
+        answer.update(units_answer(state, advertiser_id, conversion_ts, window_ms=unit_window_ms))
+    return answer

@@ -7,10 +7,11 @@ as the users and identifiers agents do; a conversion's lookups wait until engage
 read past its event time plus the allowed lateness (the watermark), as they wait in the
 identifiers agent, and are then answered in event-time order; probes, links and decisions take
 effect at once (a replay read sequentially decides one conversion at a time, which is the order
-the worker's ordered-key turns enforce). Impressions and ghost impressions are exposures of an
-:class:`~convstream.core.incrementality.Incrementality`, which gives each emitted label its
-``incremental_probability`` and ``incremental_weight`` and then learns from its conversion
-(a first label with a user). ``convstream offline`` writes its labels;
+the worker's ordered-key turns enforce). Impressions and ghost impressions go into the user
+states as units (:mod:`convstream.core.exposures`), as the users agent keeps them; probe
+answers carry them, and the lifecycle's incrementality replicas score each label with them
+(``incremental_probability``, ``incremental_weight``), as in the worker. ``convstream offline``
+writes its labels;
 ``convstream evaluate --replay`` runs it for the model and the baselines side by side.
 
 >>> from convstream.core.matching.baseline import RuleBaseline
@@ -45,8 +46,8 @@ from convstream.core.engagements import (
     note_own_identifiers,
     probe,
 )
+from convstream.core.exposures import note_exposures
 from convstream.core.identity import engagement_identifiers, sighting_families
-from convstream.core.incrementality import Incrementality
 from convstream.core.index import DEFAULT_MAX_USERS, add_sighting, lookup
 from convstream.core.learning_queue import LearningQueue
 from convstream.core.lifecycle import Command, EmitLabel, Lifecycle
@@ -77,7 +78,7 @@ class OfflineEngine:
     """State of one offline run: ``feed`` lines in arrival order, then ``finish``.
 
     ``matchers`` holds the per-partition models (for their ``stats()``) after the run;
-    ``incrementality`` the incremental-probability estimator (None: labels without its fields).
+    ``incrementality=False`` gives labels without the incremental fields.
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class OfflineEngine:
             emitted_at=lambda: self.watermark,
             wall=lambda: 0.0,
             hold_ms=allowed_lateness_ms,
+            incrementality=incrementality,
         )
         # Every replica from the start, so that each one queues every pooled example.
         self.matchers = [self.lifecycle.model(p) for p in range(partitions)]
@@ -129,9 +131,8 @@ class OfflineEngine:
         self.invalid: Counter[str] = Counter()
         # Events that are not conversions for their advertiser, by name: no label, graph input.
         self.site_events: Counter[str] = Counter()
-        self.incrementality = Incrementality(config=self.config) if incrementality else None
-        self._expired_at = 0
-        self._learned: set[str] = set()  # keys whose conversion the estimator learned
+        # Users entered in campaigns since the lifecycle was last told (Lifecycle.entered).
+        self._entered: dict[int, dict[str, list[int]]] = {}
 
     def feed(self, line: dict[str, Any]) -> None:
         """One replay line, read with the worker's own parsers (a value that is not valid is
@@ -173,10 +174,10 @@ class OfflineEngine:
             self.users[user] = note_own_identifiers(self.users.get(user), own)
         row = engagement_row(rec) if isinstance(rec, RecordEngagement) else None
         exposure = exposure_of(rec) if isinstance(rec, RecordEngagement) else None
-        if exposure is not None and self.incrementality is not None:
-            self.incrementality.exposure(
-                user, exposure.advertiser_id, exposure.campaign_id, ts, holdout=exposure.holdout
-            )
+        if exposure is not None:
+            state = self.users.setdefault(user, {"e": []})
+            seen = [(ts, exposure.advertiser_id, exposure.campaign_id, exposure.holdout)]
+            note_exposures(state, seen, self.config.unit_window_ms, self._entered)
         if row is not None:
             self.users[user] = add_engagements(
                 self.users.get(user), [row], retention_ms=self.retention_ms
@@ -184,11 +185,16 @@ class OfflineEngine:
         if ts > self.watermark:
             self.watermark = ts
             self._release(ts - self.lateness_ms)
-            if self.incrementality is not None and ts - self._expired_at > HOUR_MS:
-                self._expired_at = ts
-                self.incrementality.expire(ts - self.lateness_ms)
+
+    def _tell_entered(self) -> None:
+        """Users entered in campaigns to the lifecycle's arm counts, before any decision they
+        may count in (a batch at a time, as the users agent sends them)."""
+        if self._entered:
+            self.lifecycle.entered(self._entered)
+            self._entered = {}
 
     def _conversions(self, items: list[Conversion | Invalid]) -> None:
+        self._tell_entered()
         for item in items:
             if isinstance(item, Invalid):
                 self.invalid["conversions"] += 1
@@ -202,6 +208,7 @@ class OfflineEngine:
 
     def _release(self, upto: float) -> None:
         """Answer the parked lookups at or before ``upto``, oldest first."""
+        self._tell_entered()
         while self.parked and self.parked[0][0] <= upto:
             _, _, request = heapq.heappop(self.parked)
             answer = lookup(
@@ -225,17 +232,9 @@ class OfflineEngine:
                 self.seq += 1
                 heapq.heappush(self.parked, (command.ts, self.seq, command))
             elif isinstance(command, Probe):
-                answer = probe(
-                    self.users.get(command.user_id),
-                    command.user_id,
-                    command.advertiser_id,
-                    conversion_ts=command.ts,
-                    retention_ms=self.retention_ms,
-                )
-                reply = ProbeAnswer(command.conversion_key, command.round, command.user_id, answer)
-                follow = self.lifecycle.probed(reply)
+                follow = self.lifecycle.probed(self.answer_probe(command))
             elif isinstance(command, EmitLabel):
-                self.labels.append(self._incremental(command.label))
+                self.labels.append(command.label)
             elif isinstance(command, IndexLink):
                 self.index[command.key] = add_sighting(
                     self.index.get(command.key),
@@ -251,18 +250,17 @@ class OfflineEngine:
             # decided at a time, and offline there is no dead-letter topic or metric.
             todo.extendleft(reversed(follow))
 
-    def _incremental(self, label: dict[str, Any]) -> dict[str, Any]:
-        """The label with its incremental fields (scored before its conversion is learned);
-        a key's first label with a user teaches the estimator its conversion."""
-        inc = self.incrementality
-        if inc is None:
-            return label
-        out = inc.annotate(label)
-        key = label["conversion_key"]
-        if label.get("user_id") is not None and key not in self._learned:
-            self._learned.add(key)
-            inc.learn(label["user_id"], label["advertiser_id"], int(label["ts"]))
-        return out
+    def answer_probe(self, request: Probe) -> ProbeAnswer:
+        """A probe answered from the user states, as the users agent answers it."""
+        answer = probe(
+            self.users.get(request.user_id),
+            request.user_id,
+            request.advertiser_id,
+            conversion_ts=request.ts,
+            retention_ms=self.retention_ms,
+            unit_window_ms=self.config.unit_window_ms(request.advertiser_id),
+        )
+        return ProbeAnswer(request.conversion_key, request.round, request.user_id, answer)
 
     def finish(self) -> list[dict[str, Any]]:
         """The end of the input: every held conversion and parked lookup goes out."""

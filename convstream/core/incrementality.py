@@ -56,13 +56,14 @@ the same events in the same order give the same figures.
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from convstream.core import exposures
 from convstream.core.attribution import AttributionConfig
+from convstream.core.exposures import ACTIVITY_WINDOW_MS, UnitAnswer
 from convstream.core.logit import Logit
 from convstream.core.units import DAY_MS, HOUR_MS
 
@@ -76,7 +77,6 @@ Features = dict[str, float]
 RECENCY_EDGES_MS = (HOUR_MS, 6 * HOUR_MS, DAY_MS, 3 * DAY_MS, 7 * DAY_MS)
 FREQUENCY_EDGES = (2, 3, 5, 9)
 ACTIVITY_EDGES = (5, 15, 40)
-ACTIVITY_WINDOW_MS = 7 * DAY_MS
 
 
 def bin_of(value: float, edges: tuple[float, ...]) -> int:
@@ -157,11 +157,93 @@ class Estimator:
         return max(0.0, 1.0 - math.exp(min(50.0, self.model.logit(x))))
 
 
-class Incrementality:
-    """Exposures and converters in, each attributed label's incremental probability out.
+def answer_features(unit: UnitAnswer, activity: int, ts: int) -> Features:
+    """The features at ``ts`` of a unit as a probe answer carries it
+    (:func:`convstream.core.exposures.unit_as_of`): the same as :func:`features` of the
+    stored unit.
 
-    Drivers: the offline engine (labels as they are emitted) and
-    :mod:`convstream.core.incrementality_replay` (a replay and its labels, in event time).
+    >>> answer_features(["c", False, 0, 2 * HOUR_MS, 2], 7, 3 * HOUR_MS) == features(
+    ...     Unit("c", 0, False, [0, 2 * HOUR_MS, 9 * DAY_MS], 3), 7, 3 * HOUR_MS)
+    True
+    """
+    campaign, holdout, first, last, n = unit
+    return features(Unit(campaign, first, holdout, [last], n), activity, ts)
+
+
+def conversion_examples(answer: Mapping[str, Any] | None, ts: int) -> list[tuple[Features, bool]]:
+    """What a conversion at ``ts`` of the user whose probe answer is ``answer`` teaches: one
+    example (features, held out) per unit of the advertiser whose window holds it."""
+    answer = answer or {}
+    act = int(answer.get("activity") or 0)
+    return [(answer_features(u, act, ts), bool(u[1])) for u in answer.get("units") or []]
+
+
+def credit_features(
+    answer: Mapping[str, Any] | None, ts: int, credit: Mapping[str, Any]
+) -> Features:
+    """The features of the credited campaign's exposed unit at ``ts``; without one (its
+    impression was not read), of a unit of the credited engagement alone."""
+    answer = answer or {}
+    act = int(answer.get("activity") or 0)
+    campaign = credit["campaign_id"]
+    for unit in answer.get("units") or []:
+        if unit[0] == campaign and not unit[1]:
+            return answer_features(unit, act, ts)
+    ets = int(credit.get("engagement_ts", ts))
+    return features(Unit(campaign, ets, False, [ets], 1), act, ts)
+
+
+def score_credits(
+    probability: Callable[[Features], float | None] | None,
+    answer: Mapping[str, Any] | None,
+    ts: int,
+    credits: Iterable[Mapping[str, Any]],
+) -> tuple[float | None, float | None]:
+    """(incremental_probability, incremental_weight) of a label: the credit-weighted mean of
+    the credited campaigns' probabilities, and label_weight times it. (None, 0.0) without a
+    credit (nothing attributed, nothing incremental to weigh); (None, None) while the estimator
+    is not ready (``probability`` None; docs/contract.md).
+
+    >>> credit = {"campaign_id": "c", "credit": 1.0, "label_weight": 0.5, "engagement_ts": 0}
+    >>> score_credits(lambda x: 0.4, None, 10, [credit]), score_credits(None, None, 10, [credit])
+    ((0.4, 0.2), (None, None))
+    """
+    credits = list(credits)
+    total = math.fsum(c["credit"] for c in credits)
+    if not credits or total <= 0:
+        return None, 0.0
+    if probability is None:
+        return None, None
+    probs = []
+    for c in credits:
+        p = probability(credit_features(answer, ts, c))
+        probs.append(0.0 if p is None else p)
+    prob = math.fsum(c["credit"] * p for c, p in zip(credits, probs, strict=True)) / total
+    weight = math.fsum(c["label_weight"] for c in credits) * prob
+    return prob, weight
+
+
+def log_arm_ratio(arms: Mapping[CampaignId, list[int]], cell: Iterable[str]) -> float:
+    """log(n_H / n_E) of the campaign of a cell of features (``arms``: campaign -> [exposed,
+    held out] users): the odds that a conversion comes from the holdout when the ads change
+    nothing (an empty arm counts half a user, so that the logarithm is finite).
+
+    >>> round(log_arm_ratio({"c": [90, 10]}, ["campaign=c", "recency=0"]), 4)
+    -2.1972
+    """
+    for name in cell:
+        if name.startswith("campaign=") and "&" not in name:
+            exposed, held = arms.get(name[len("campaign=") :], (0, 0))
+            return math.log((held or 0.5) / (exposed or 0.5))
+    return 0.0
+
+
+class Incrementality:
+    """Exposures and converters in, each attributed label's incremental probability out, for a
+    whole replay in one place: the driver of :mod:`convstream.core.incrementality_replay` (the
+    estimator and its truth-trained oracle). Users' units are kept by the rules of the user
+    state (:mod:`convstream.core.exposures`); the worker and the offline engine keep them there
+    and score in the lifecycle (:mod:`convstream.core.incrementality_replica`).
     """
 
     def __init__(
@@ -169,23 +251,21 @@ class Incrementality:
         estimator: Estimator | None = None,
         config: AttributionConfig | None = None,
         *,
-        max_times: int = 32,
-        max_recent: int = 512,
+        max_times: int = exposures.MAX_TIMES,
+        max_recent: int = exposures.MAX_RECENT,
     ) -> None:
         self.estimator = estimator or Estimator()
         self.config = config or AttributionConfig()
         self.max_times = max_times
         self.max_recent = max_recent
-        self.units: dict[UserId, dict[AdvertiserId, list[Unit]]] = {}
-        self.recent: dict[UserId, list[int]] = {}
+        #: Per user, the exposure part of a user state (``"x"`` units, ``"r"`` recent times).
+        self.users: dict[UserId, dict[str, Any]] = {}
         #: Users entered per campaign: [exposed, held out] (re-entries after a window count).
         self.arms: dict[CampaignId, list[int]] = {}
         self.estimator.model.offset = self.log_arm_ratio
-        self._ends: list[tuple[int, UserId, AdvertiserId, CampaignId, int]] = []
 
     def window_ms(self, advertiser_id: AdvertiserId) -> int:
-        s = self.config.for_advertiser(advertiser_id)
-        return max(s.click_window_ms, s.view_window_ms)
+        return self.config.unit_window_ms(advertiser_id)
 
     def exposure(
         self,
@@ -197,74 +277,39 @@ class Incrementality:
         holdout: bool,
     ) -> None:
         """An impression (``holdout=False``) or a ghost impression (``holdout=True``)."""
-        window = self.window_ms(advertiser_id)
-        units = self.units.setdefault(user_id, {}).setdefault(advertiser_id, [])
-        unit = next(
-            (u for u in units if u.campaign_id == campaign_id and ts <= u.first_ts + window),
-            None,
+        entered = exposures.add_exposure(
+            self.users.setdefault(user_id, {}),
+            advertiser_id,
+            campaign_id,
+            ts,
+            holdout=holdout,
+            window_ms=self.window_ms(advertiser_id),
+            max_times=self.max_times,
+            max_recent=self.max_recent,
         )
-        if unit is None:
-            unit = Unit(campaign_id, ts, holdout)
-            units.append(unit)
+        if entered:
             self.arms.setdefault(campaign_id, [0, 0])[holdout] += 1
-            heapq.heappush(self._ends, (ts + window, user_id, advertiser_id, campaign_id, ts))
-        unit.seen(ts, self.max_times)
-        recent = self.recent.setdefault(user_id, [])
-        bisect.insort(recent, ts)
-        horizon = recent[-1] - ACTIVITY_WINDOW_MS
-        cut = bisect.bisect_left(recent, horizon)
-        cut = max(cut, len(recent) - self.max_recent)
-        if cut > 0:
-            del recent[:cut]
 
-    def _activity(self, user_id: UserId, ts: int) -> int:
-        recent = self.recent.get(user_id, [])
-        lo = bisect.bisect_left(recent, ts - ACTIVITY_WINDOW_MS)
-        return bisect.bisect_right(recent, ts) - lo
-
-    def units_at(self, user_id: UserId, advertiser_id: AdvertiserId, ts: int) -> list[Unit]:
-        """The user's units of the advertiser's campaigns whose window holds ``ts``."""
-        window = self.window_ms(advertiser_id)
-        units = self.units.get(user_id, {}).get(advertiser_id, ())
-        return [u for u in units if u.first_ts <= ts <= u.first_ts + window]
+    def answer(self, user_id: UserId, advertiser_id: AdvertiserId, ts: int) -> dict[str, Any]:
+        """The units part of the user's probe answer for a conversion at ``ts``."""
+        return exposures.units_answer(
+            self.users.get(user_id), advertiser_id, ts, window_ms=self.window_ms(advertiser_id)
+        )
 
     def log_arm_ratio(self, cell: Iterable[str]) -> float:
-        """log(n_H / n_E) of the campaign of a cell of features, its users so far: the odds
-        that a conversion comes from the holdout when the ads change nothing (an empty arm
-        counts half a user, so that the logarithm is finite).
-
-        >>> inc = Incrementality()
-        >>> inc.arms["c"] = [90, 10]
-        >>> round(inc.log_arm_ratio(["campaign=c", "recency=0"]), 4)
-        -2.1972
-        """
-        for name in cell:
-            if name.startswith("campaign=") and "&" not in name:
-                exposed, held = self.arms.get(name[len("campaign=") :], (0, 0))
-                return math.log((held or 0.5) / (exposed or 0.5))
-        return 0.0
+        return log_arm_ratio(self.arms, cell)
 
     def learn(self, user_id: UserId, advertiser_id: AdvertiserId, ts: int) -> int:
         """A conversion of ``user_id``: one example per unit it falls in; returns how many."""
-        activity = self._activity(user_id, ts)
-        learned = 0
-        for unit in self.units_at(user_id, advertiser_id, ts):
-            self.estimator.learn(features(unit, activity, ts), unit.holdout)
-            learned += 1
-        return learned
+        examples = conversion_examples(self.answer(user_id, advertiser_id, ts), ts)
+        for x, holdout in examples:
+            self.estimator.learn(x, holdout)
+        return len(examples)
 
     def unit_features(
         self, user_id: UserId, advertiser_id: AdvertiserId, ts: int, credit: Mapping[str, Any]
     ) -> Features:
-        """The features of the credited campaign's unit at ``ts`` (an exposed unit); without
-        one (its impression was not read), a unit of the credited engagement alone."""
-        campaign = credit["campaign_id"]
-        activity = self._activity(user_id, ts)
-        for unit in self.units_at(user_id, advertiser_id, ts):
-            if unit.campaign_id == campaign and not unit.holdout:
-                return features(unit, activity, ts)
-        ets = int(credit.get("engagement_ts", ts))
-        return features(Unit(campaign, ets, False, [ets], 1), activity, ts)
+        return credit_features(self.answer(user_id, advertiser_id, ts), ts, credit)
 
     def score(
         self,
@@ -273,23 +318,12 @@ class Incrementality:
         ts: int,
         credits: Iterable[Mapping[str, Any]],
     ) -> tuple[float | None, float | None]:
-        """(incremental_probability, incremental_weight) of a label: the credit-weighted mean
-        of the credited campaigns' probabilities, and label_weight times it. (None, 0.0)
-        without a credit (nothing attributed, nothing incremental to weigh); (None, None)
-        while the estimator is not ready (docs/contract.md)."""
-        credits = list(credits)
-        total = math.fsum(c["credit"] for c in credits)
-        if user_id is None or not credits or total <= 0:
+        """(incremental_probability, incremental_weight): :func:`score_credits` with the
+        estimator as it is now."""
+        if user_id is None:
             return None, 0.0
-        if not self.estimator.ready():
-            return None, None
-        probs = []
-        for c in credits:
-            p = self.estimator.probability(self.unit_features(user_id, advertiser_id, ts, c))
-            probs.append(0.0 if p is None else p)
-        prob = math.fsum(c["credit"] * p for c, p in zip(credits, probs, strict=True)) / total
-        weight = math.fsum(c["label_weight"] for c in credits) * prob
-        return prob, weight
+        ready = self.estimator.probability if self.estimator.ready() else None
+        return score_credits(ready, self.answer(user_id, advertiser_id, ts), ts, credits)
 
     def annotate(self, label: Mapping[str, Any]) -> dict[str, Any]:
         """``label`` with ``incremental_probability`` and ``incremental_weight``."""
@@ -299,21 +333,13 @@ class Incrementality:
         return {**label, "incremental_probability": prob, "incremental_weight": weight}
 
     def expire(self, now_ts: int) -> int:
-        """Forget the units whose window closed before ``now_ts``; returns how many."""
+        """Forget the units whose window closed before ``now_ts``, and users with nothing left
+        in the last 7 days; returns how many units went."""
         dropped = 0
-        while self._ends and self._ends[0][0] < now_ts:
-            _, user_id, advertiser_id, campaign_id, first = heapq.heappop(self._ends)
-            by_adv = self.units.get(user_id, {})
-            units = by_adv.get(advertiser_id, [])
-            kept = [u for u in units if not (u.campaign_id == campaign_id and u.first_ts <= first)]
-            dropped += len(units) - len(kept)
-            if kept:
-                by_adv[advertiser_id] = kept
-            else:
-                by_adv.pop(advertiser_id, None)
-            if not by_adv:
-                self.units.pop(user_id, None)
-                recent = self.recent.get(user_id)
-                if recent is not None and (not recent or recent[-1] < now_ts - ACTIVITY_WINDOW_MS):
-                    self.recent.pop(user_id, None)
+        for user_id in list(self.users):
+            state = self.users[user_id]
+            dropped += exposures.expire_units(state, now_ts, self.window_ms, grace_ms=0)
+            recent = state.get("r") or []
+            if "x" not in state and (not recent or recent[-1] < now_ts - ACTIVITY_WINDOW_MS):
+                del self.users[user_id]
         return dropped

@@ -20,6 +20,12 @@ replica learns all of them in event-time order, ``learning_delay_ms`` behind its
 (:mod:`convstream.core.learning_queue`). So every replica learns from all the traffic, however
 many partitions split it.
 
+Incrementality rides the same path: each partition also has an incrementality estimator
+replica (:mod:`convstream.core.incrementality_replica`) that scores an emitted label from its
+user's units in the probe answer, a first label with a user shares its conversion's examples,
+and the users entered per campaign come in through :meth:`Lifecycle.entered` (from the users
+agent, or the offline engine's user states).
+
 >>> from convstream.core.matching.baseline import RuleBaseline
 >>> life = Lifecycle({}, RuleBaseline, partitions=1)
 >>> conv = {"conversion_key": "a:Purchase:1", "event_id": "1", "event_name": "Purchase",
@@ -51,6 +57,9 @@ from convstream.core.attribution import AttributionConfig
 from convstream.core.clock import EventClock, consensus
 from convstream.core.coordinator import ConversionState, Policy
 from convstream.core.identity import Rejection, conversion_identifier_keys
+from convstream.core.incrementality import conversion_examples, score_credits
+from convstream.core.incrementality_replica import ARMS, EXAMPLES, arms_entries, entry_digest
+from convstream.core.incrementality_replica import Replica as EstimatorReplica
 from convstream.core.learning_queue import Entry, LearningQueue
 from convstream.core.messages import (
     ConversionKey,
@@ -104,6 +113,16 @@ class Resolved:
 
     conversion_key: ConversionKey
     partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class Incremental:
+    """An incrementality entry in a learning queue (examples or arm counts): learned by the
+    partition's :class:`~convstream.core.incrementality_replica.Replica`, not its match model."""
+
+    ts: int
+    entry: dict[str, Any]
+    digest: int  # of the entry, for the replicas' fingerprints (computed once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +263,9 @@ class Lifecycle:
     of the partition, not on how fast the worker read which topic.
     """
 
+    #: How often (entries learned) an incrementality replica is written to ``checkpoints``.
+    incremental_checkpoint_every = 200
+
     def __init__(
         self,
         states: MutableMapping[ConversionKey, ConversionState],
@@ -264,6 +286,7 @@ class Lifecycle:
         on_model_start: Callable[[int, Any, bool], None] | None = None,
         broadcast: bool = False,
         hold_ms: int = 0,
+        incrementality: bool = True,
     ) -> None:
         self.states = states
         self.matcher_factory = matcher_factory
@@ -283,6 +306,7 @@ class Lifecycle:
         self.on_model_start = on_model_start
         self.broadcast = broadcast
         self.hold_ms = hold_ms
+        self.incrementality = incrementality
         self.quality = QualityTracker()
         self.models: dict[int, Any] = {}
         self.queues: dict[int, LearningQueue] = {}
@@ -304,6 +328,15 @@ class Lifecycle:
         self._restart: list[ConversionKey] = []
         #: Checkpoints written without their queue, for want of room (:func:`encode_replica`).
         self.queues_not_saved = 0
+        # Incrementality: a replica and a queue per partition, and fits shared between them.
+        self.replicas: dict[int, EstimatorReplica] = {}
+        self.inc_queues: dict[int, LearningQueue] = {}
+        self.inc_learned: dict[int, int] = {}
+        # Newest event time each incrementality replica scored a label with a user at: such a
+        # decision passed the lookup gate, so every exposure before it has been read (a
+        # conversion decided without lookups, at its hold, may run ahead of the engagements).
+        self.inc_decided: dict[int, int] = {}
+        self._fits: dict[Any, Any] = {}
 
     # --- replicas ------------------------------------------------------------------------------
 
@@ -343,6 +376,47 @@ class Lifecycle:
             for ts, key, example in (saved.queue or ()) if saved is not None else ():
                 queue.push(self._entry(ts, key, example))
         return queue
+
+    def replica(self, partition: int) -> EstimatorReplica:
+        """The partition's incrementality estimator, resumed from its checkpoint (key
+        ``key_for_partition(partition, partitions, "incr")``) when there is one."""
+        replica = self.replicas.get(partition)
+        if replica is None:
+            blob = None
+            if self.checkpoints is not None:
+                blob = self.checkpoints.get(key_for_partition(partition, self.partitions, "incr"))
+            if blob:
+                replica = EstimatorReplica.loads(blob, fits=self._fits)
+            else:
+                replica = EstimatorReplica(fits=self._fits)
+            self.replicas[partition] = replica
+        return replica
+
+    def inc_queue(self, partition: int) -> LearningQueue:
+        queue = self.inc_queues.get(partition)
+        if queue is None:
+            replica = self.replica(partition)
+            queue = self.inc_queues[partition] = LearningQueue(
+                self.learning_delay_ms,
+                lambda inc: replica.learn(inc.ts, inc.entry, digest=inc.digest),
+            )
+        return queue
+
+    def _learn_incremental_until(self, partition: int, ts: int) -> None:
+        """The incrementality replica learns what is due by ``ts``; checkpointed every
+        ``incremental_checkpoint_every`` entries (not yet in :meth:`checkpoint`: its queue is
+        not saved, so a restart loses the entries waiting there)."""
+        steps = self.inc_queue(partition).flush(ts)
+        if not steps:
+            return
+        before = self.inc_learned.get(partition, 0)
+        self.inc_learned[partition] = before + steps
+        if self.checkpoints is None:
+            return
+        every = self.incremental_checkpoint_every
+        if self.inc_learned[partition] // every > before // every:
+            key = key_for_partition(partition, self.partitions, "incr")
+            self.checkpoints[key] = self.replicas[partition].dumps()
 
     def clock(self, partition: int) -> EventClock:
         """The partition's conversion clock, resumed from its last checkpoint."""
@@ -453,6 +527,10 @@ class Lifecycle:
         self._sent.pop(partition, None)
         self._resend = [c for c in self._resend if c.partition != partition]
         self._restart = [k for k in self._restart if partition_for(k, self.partitions) != partition]
+        self.replicas.pop(partition, None)
+        self.inc_queues.pop(partition, None)
+        self.inc_learned.pop(partition, None)
+        self.inc_decided.pop(partition, None)
 
     def _learn_until(self, partition: int, ts: int) -> None:
         steps = self.queue(partition).flush(ts)
@@ -460,11 +538,18 @@ class Lifecycle:
             self.learned[partition] = self.learned.get(partition, 0) + steps
 
     def _entry(self, ts: int, key: ConversionKey, example: dict[str, Any]) -> Entry:
+        if example.get("t") in (EXAMPLES, ARMS):
+            return Entry.make(ts, key, Incremental(ts, example, entry_digest(ts, example)))
         return (
             Entry.as_json(ts, key, example)
             if self.compact_examples
             else Entry.make(ts, key, example)
         )
+
+    def _queue_for(self, partition: int, entry: Entry) -> LearningQueue:
+        if isinstance(entry.example, Incremental):
+            return self.inc_queue(partition)
+        return self.queue(partition)
 
     def _share(self, partition: int, ts: int, key: ConversionKey, example: Any) -> None:
         """Queue an example for the replicas here now, and for the others via the outbox.
@@ -477,16 +562,31 @@ class Lifecycle:
         if example is None:
             return
         if not self.pooled_learning:
-            self.queue(partition).push(self._entry(ts, key, example))
+            entry = self._entry(ts, key, example)
+            self._queue_for(partition, entry).push(entry)
             self._changed.add(partition)
             return
         local = sorted(set(self.local()) | {partition})
         entry = self._entry(ts, key, example)
         for target in local:
-            self.queue(target).push(entry)
+            self._queue_for(target, entry).push(entry)
         self._changed.update(local)
         if self.broadcast:
             self._outbox.append(SharedExample(ts, key, example, local))
+
+    def entered(self, users: dict[int, dict[str, list[int]]]) -> None:
+        """Users entered in campaigns (``{first_ts: {campaign: [exposed, held out]}}``, from
+        the user states): arm counts for every incrementality replica, here and elsewhere,
+        whether or not learning is pooled (they are counts of the whole traffic)."""
+        if not self.incrementality:
+            return
+        local = sorted(self.local())
+        for ts, entry in arms_entries(users):
+            queued = self._entry(ts, ARMS, entry)
+            for target in local:
+                self.inc_queue(target).push(queued)
+            if self.broadcast:
+                self._outbox.append(SharedExample(ts, ARMS, entry, local))
 
     def take_outbox(self) -> list[SharedExample]:
         """Examples made here since the last call, for the replicas of other processes."""
@@ -508,14 +608,16 @@ class Lifecycle:
         would learn first anyway), so that a replica between decisions does not sit on a growing
         queue; one that has decided nothing yet goes by the others here.
         """
-        queue = self.queue(partition)
         for entry, local in entries:
             if not (own and partition in local):
-                queue.push(entry)
+                self._queue_for(partition, entry).push(entry)
         self._changed.add(partition)
         clock = self.decided.get(partition, max(self.decided.values(), default=None))
         if clock is not None:
             self._learn_until(partition, clock)
+        clock = self.inc_decided.get(partition, max(self.inc_decided.values(), default=None))
+        if clock is not None:
+            self._learn_incremental_until(partition, clock)
 
     # --- events --------------------------------------------------------------------------------
 
@@ -689,6 +791,41 @@ class Lifecycle:
             return self._probe_or_finish(key, state)
         return [Lookup(ident, key, state["round"], conv["ts"]) for ident in lookups]
 
+    def _incremental(
+        self,
+        partition: int,
+        key: ConversionKey,
+        state: ConversionState,
+        label: dict[str, Any],
+        probes: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The label with its incremental fields, scored by the partition's replica as of the
+        learning horizon; a key's first label with a user shares its conversion's examples."""
+        user, ts = label["user_id"], label["ts"]
+        answer = probes.get(user) if user is not None else None
+        replica = self.replica(partition)
+        as_of = ts - self.learning_delay_ms
+        prob: float | None = None
+        weight: float | None = 0.0
+        if user is not None:
+            clock = self.inc_decided[partition] = max(self.inc_decided.get(partition, ts), ts)
+            self._learn_incremental_until(partition, clock)
+            ready = replica.weights(as_of) is not None
+
+            def probability(x: dict[str, float]) -> float | None:
+                return replica.probability(x, as_of=as_of)
+
+            prob, weight = score_credits(
+                probability if ready else None, answer, ts, label["credits"]
+            )
+        if user is not None and not state.get("incremental"):
+            state["incremental"] = True
+            examples = conversion_examples(answer, ts)
+            if examples:
+                entry = {"t": EXAMPLES, "x": [[sorted(x), holdout] for x, holdout in examples]}
+                self._share(partition, ts, key, entry)
+        return {**label, "incremental_probability": prob, "incremental_weight": weight}
+
     def _probe_or_finish(self, key: ConversionKey, state: ConversionState) -> list[Command]:
         conv = state["conv"]
         targets = coordinator.begin_probes(
@@ -729,6 +866,8 @@ class Lifecycle:
                 part, truth["ts"], key, model.feedback_example(decision.snapshot, truth["user_id"])
             )
         emitted = coordinator.settle(state, label, decision.snapshot)
+        if emitted is not None and self.incrementality:
+            emitted = self._incremental(part, key, state, emitted, probes)
         seq = 0
         if emitted is not None:
             self.clock(part)  # numbers go on from the partition's checkpoint

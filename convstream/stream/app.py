@@ -218,9 +218,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
             partitions=settings.partitions,
         )
 
-    users.register(rt, channel(*ENGAGEMENT_TOPICS, "privacy", "cs-probe"))
-    identifiers.register(rt, channel("cs-ident"))
     adapter = conversions.register(rt, channel("conversions", "feedback", "cs-answer", "cs-learn"))
+    users.register(rt, channel(*ENGAGEMENT_TOPICS, "privacy", "cs-probe"), adapter.lifecycle)
+    identifiers.register(rt, channel("cs-ident"))
     # Each replica is saved as of the offsets a commit is about to record (before the caches
     # go out, the match-models table's among them).
     writeback.on_commit(app, adapter.checkpoint)

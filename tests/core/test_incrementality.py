@@ -7,7 +7,13 @@ import random
 import pytest
 
 from convstream.core.engine import run_offline
-from convstream.core.incrementality import Estimator, Incrementality, Unit, features
+from convstream.core.incrementality import (
+    Estimator,
+    Incrementality,
+    Unit,
+    answer_features,
+    features,
+)
 from convstream.core.incrementality_evaluation import ece, qini, score_incrementality
 from convstream.core.logit import Logit
 from convstream.core.matching.baseline import RuleBaseline
@@ -93,7 +99,8 @@ def test_the_arms_ratio_is_the_offset_of_the_contrast():
     # One held-out and nine exposed conversions: as often in both arms, nothing incremental.
     assert [inc.learn(f"u{i}", "a", 5) for i in range(10)] == [1] * 10
     assert inc.learn("nobody", "a", 5) == 0
-    p = inc.estimator.probability(features(inc.units["u1"]["a"][0], 10, 5))
+    (unit,) = inc.answer("u1", "a", 5)["units"]
+    p = inc.estimator.probability(answer_features(unit, 10, 5))
     assert p == pytest.approx(0.0, abs=1e-3)
 
 
@@ -110,11 +117,11 @@ def test_state_is_bounded_and_expires_in_event_time():
     inc = Incrementality(max_times=4, max_recent=8)
     for k in range(20):
         inc.exposure("u", "a", "c", k * HOUR_MS, holdout=False)
-    (unit,) = inc.units["u"]["a"]
-    assert len(unit.times) == 4 and unit.n == 20
-    assert len(inc.recent["u"]) == 8
+    (unit,) = inc.users["u"]["x"]["a"]
+    assert len(unit[3]) == 4 and unit[4] == 20  # the newest 4 exposure times, 20 in all
+    assert len(inc.users["u"]["r"]) == 8
     assert inc.expire(31 * DAY_MS) == 1
-    assert inc.units == {} and inc.recent == {}
+    assert inc.users == {}
 
 
 def test_label_fields_before_the_model_is_ready_and_without_credit():

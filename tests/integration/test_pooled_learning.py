@@ -8,6 +8,7 @@ from collections import defaultdict
 import orjson
 import pytest
 
+from convstream.core.incrementality_replica import Replica
 from convstream.core.lifecycle import decode_replica
 from convstream.core.matching.model import MatchModel
 from convstream.core.partitioning import partition_for
@@ -49,8 +50,13 @@ def test_every_replica_learns_the_examples_of_every_partition(settings, start_wo
     changelogs = settings.replace(topic_prefix="")
     for record in asyncio.run(_records(changelogs, f"{settings.app_id}-match-models-changelog")):
         latest[record["key"]] = record["value"]
-    # One entry per replica: model, learning queue and clock together.
-    replicas = [MatchModel.loads(decode_replica(blob).model) for blob in latest.values()]
+    # One entry per replica: model, learning queue and clock together; beside them, each
+    # partition's incrementality estimator ("incr-...", every 200 of its entries).
+    incr = {k: b for k, b in latest.items() if k.startswith("incr-")}
+    replicas = [
+        MatchModel.loads(decode_replica(b).model) for k, b in latest.items() if k not in incr
+    ]
     assert len(replicas) == settings.partitions
+    assert incr and all(Replica.loads(b).learned > 0 for b in incr.values())
     for replica in replicas:
         assert replica.pair.n > 0.6 * labelled_pairs, (replica.pair.n, labelled_pairs)

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from convstream.core import messages
-from convstream.core.engagements import note_link, probe
+from convstream.core.engagements import note_link
 from convstream.core.engine import OfflineEngine, run_offline
 from convstream.core.identity import sha256_hex
 from convstream.core.index import add_sighting, lookup
@@ -254,6 +254,8 @@ class Transport:
     def __init__(self, rt: FakeRuntime, agent: ConversionsAdapter) -> None:
         self.rt, self.agent = rt, agent
         self.memory = OfflineEngine(MatchModel, partitions=rt.settings.partitions)
+        # Users entered in campaigns go to the agent's lifecycle, as the users agent sends them.
+        self.memory.lifecycle.entered = agent.lifecycle.entered  # type: ignore[method-assign]
         self.parked: list[tuple[int, int, messages.Lookup]] = []
         self.labels: list[dict[str, Any]] = []
         self.seq = 0
@@ -297,17 +299,7 @@ class Transport:
                 self.seq += 1
                 heapq.heappush(self.parked, (message.ts, self.seq, message))
             elif isinstance(message, messages.Probe):
-                users = self.memory.users
-                answer = probe(
-                    users.get(message.user_id),
-                    message.user_id,
-                    message.advertiser_id,
-                    conversion_ts=message.ts,
-                    retention_ms=self.memory.retention_ms,
-                )
-                reply = messages.ProbeAnswer(
-                    message.conversion_key, message.round, message.user_id, answer
-                )
+                reply = self.memory.answer_probe(message)
                 await self.agent.on_batch([Event(Message("cs-answer", 0, messages.encode(reply)))])
                 follow = self.rt.take()
             elif isinstance(message, messages.IndexLink):
@@ -327,7 +319,7 @@ class Transport:
 def replay():
     from convstream.synth.generate import config_from_args, generate
 
-    lines, _ = generate(config_from_args("heavy-sharing", users=600, days=7, seed=5))
+    lines, _ = generate(config_from_args("heavy-sharing", users=600, days=14, seed=5))
     return lines
 
 
@@ -352,10 +344,13 @@ async def test_the_agent_gives_the_offline_engines_labels(replay):
             label["match_method"],
             round(label["match_confidence"], 9),
             credits,
+            label["incremental_probability"],
+            label["incremental_weight"],
         )
 
     offline = run_offline(replay, MatchModel)
     assert len(offline) > 100
+    assert sum(lab["incremental_probability"] is not None for lab in offline) > 20  # 14 days
     assert [gist(lab) for lab in transport.labels] == [gist(lab) for lab in offline]
 
 

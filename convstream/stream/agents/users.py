@@ -1,5 +1,11 @@
 """Users agent (key user_id): engagements into the users table, sightings out, probes answered.
 
+Impressions, ghost ones included, are also units of incrementality in the user state
+(:mod:`convstream.core.exposures`); a probe answer carries the candidate's units of the
+advertiser, and the users a batch entered in campaigns go to this worker's lifecycle
+(:meth:`convstream.core.lifecycle.Lifecycle.entered`), which shares them with every
+conversions partition on ``cs-learn`` along with its learning examples: no message of their own.
+
 One pass per batch: parse every impression, click and identity event, update each touched
 user's state once, then send *one* message per identifiers partition holding that batch's
 sightings for it plus this worker's watermarks, so sightings and watermarks stay in order.
@@ -32,8 +38,11 @@ from convstream.core.engagements import (
     probe,
     remember_keys,
 )
+from convstream.core.exposures import Entered, note_exposures
 from convstream.core.identity import engagement_identifiers, sighting_families
 from convstream.core.index import COALESCE_MS, merge_families
+from convstream.core.lifecycle import Lifecycle
+from convstream.core.lift_replay import exposure_of
 from convstream.core.partitioning import partition_for
 from convstream.core.records import (
     Invalid,
@@ -52,7 +61,9 @@ Sighting = tuple[str, str, int]
 PARSERS = {"impressions": parse_impression, "clicks": parse_click, "identity": parse_identity}
 
 
-def register(rt: Any, channel: Any) -> None:
+def register(rt: Any, channel: Any, lifecycle: Lifecycle) -> None:
+    """The agent; ``lifecycle`` is this worker's conversions lifecycle (the attribution
+    settings in force, and where users entered in campaigns go)."""
     s = rt.settings
     users = rt.tables["users"]
     stored_clocks = rt.tables["clocks"]
@@ -99,6 +110,7 @@ def register(rt: Any, channel: Any) -> None:
         seen_keys: dict[str, dict[str, int]] = defaultdict(dict)
         own: dict[str, dict[str, int]] = defaultdict(dict)
         sightings: dict[Sighting, list[Any]] = {}
+        exposed: dict[str, list[tuple[int, str, str, bool]]] = defaultdict(list)
         probes: list[messages.Probe | messages.UserLink] = []
         counts: dict[str, int] = defaultdict(int)
         confirm: dict[int, list[str]] = defaultdict(list)  # partition read from: tokens
@@ -120,7 +132,7 @@ def register(rt: Any, channel: Any) -> None:
             else:  # counted once, where it was first read
                 counts[topic] += 1
             if topic == "privacy":
-                await apply_deletions(event, rows, seen_keys, sightings)
+                await apply_deletions(event, rows, seen_keys, sightings, exposed)
                 continue
             partition, offset = event.message.partition, event.message.offset
             try:
@@ -159,6 +171,11 @@ def register(rt: Any, channel: Any) -> None:
                 row = engagement_row(rec)
                 if row is not None:  # a ghost impression: a sighting, never an engagement
                     rows[rec.user_id].append(row)
+                exposure = exposure_of(rec)
+                if exposure is not None:  # but both are exposures: units of incrementality
+                    exposed[rec.user_id].append(
+                        (rec.ts, rec.advertiser_id, rec.campaign_id, exposure.holdout)
+                    )
             families = sighting_families(rec.user_agent, rec.ts)
             for kind, key in keys:
                 known = seen_keys[rec.user_id]
@@ -183,13 +200,19 @@ def register(rt: Any, channel: Any) -> None:
         for topic, n in counts.items():
             metrics.count_event_in(topic, n)
 
-        for user_id in seen_keys.keys() | rows.keys():
+        config = lifecycle.config()
+        entered: Entered = {}
+        for user_id in seen_keys.keys() | rows.keys() | exposed.keys():
             state = remember_keys(users.get(user_id), seen_keys.get(user_id, {}))
             if user_id in own:
                 state = note_own_identifiers(state, own[user_id])
+            if user_id in exposed:
+                note_exposures(state, exposed[user_id], config.unit_window_ms, entered)
             users[user_id] = add_engagements(
                 state, rows.get(user_id, []), retention_ms=s.retention_ms
             )
+        if entered:  # before the watermarks that let decisions count them move
+            lifecycle.entered(entered)
         for partition in ticked:
             stored_clocks[clock_key(partition)] = clocks[partition].dumps()
         sent = await forward_sightings(sightings)
@@ -213,6 +236,7 @@ def register(rt: Any, channel: Any) -> None:
                 request.advertiser_id,
                 conversion_ts=request.ts,
                 retention_ms=s.retention_ms,
+                unit_window_ms=config.unit_window_ms(request.advertiser_id),
             )
             reply = messages.ProbeAnswer(
                 request.conversion_key, request.round, request.user_id, answer
@@ -224,6 +248,7 @@ def register(rt: Any, channel: Any) -> None:
         rows: dict[str, list[list[Any]]],
         seen_keys: dict[str, dict[str, int]],
         sightings: dict[Sighting, list[Any]],
+        exposed: dict[str, list[tuple[int, str, str, bool]]],
     ) -> None:
         """Forget a user everywhere: this batch, the users table, the identifier index."""
         try:
@@ -237,6 +262,7 @@ def register(rt: Any, channel: Any) -> None:
         state = users.get(user_id)
         keys = set((state or {}).get("k") or {}) | set(seen_keys.pop(user_id, {}))
         rows.pop(user_id, None)
+        exposed.pop(user_id, None)
         for pair in [pair for pair in sightings if pair[1] == user_id]:
             del sightings[pair]
         users[user_id] = {"deleted": request.ts}

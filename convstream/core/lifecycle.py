@@ -263,9 +263,6 @@ class Lifecycle:
     of the partition, not on how fast the worker read which topic.
     """
 
-    #: How often (entries learned) an incrementality replica is written to ``checkpoints``.
-    incremental_checkpoint_every = 200
-
     def __init__(
         self,
         states: MutableMapping[ConversionKey, ConversionState],
@@ -403,20 +400,13 @@ class Lifecycle:
         return queue
 
     def _learn_incremental_until(self, partition: int, ts: int) -> None:
-        """The incrementality replica learns what is due by ``ts``; checkpointed every
-        ``incremental_checkpoint_every`` entries (not yet in :meth:`checkpoint`: its queue is
-        not saved, so a restart loses the entries waiting there)."""
+        """The incrementality replica learns what is due by ``ts`` (checkpointed with the
+        match-model replica, by :meth:`checkpoint`; its queue is not saved, so a restart loses
+        the entries waiting there)."""
         steps = self.inc_queue(partition).flush(ts)
-        if not steps:
-            return
-        before = self.inc_learned.get(partition, 0)
-        self.inc_learned[partition] = before + steps
-        if self.checkpoints is None:
-            return
-        every = self.incremental_checkpoint_every
-        if self.inc_learned[partition] // every > before // every:
-            key = key_for_partition(partition, self.partitions, "incr")
-            self.checkpoints[key] = self.replicas[partition].dumps()
+        if steps:
+            self.inc_learned[partition] = self.inc_learned.get(partition, 0) + steps
+            self._changed.add(partition)
 
     def clock(self, partition: int) -> EventClock:
         """The partition's conversion clock, resumed from its last checkpoint."""
@@ -509,6 +499,9 @@ class Lifecycle:
             )
             self.queues_not_saved += not whole
             self.checkpoints[key_for_partition(partition, self.partitions)] = blob
+            if partition in self.replicas:
+                key = key_for_partition(partition, self.partitions, "incr")
+                self.checkpoints[key] = self.replicas[partition].dumps()
             self._changed.discard(partition)
             written += 1
         return written

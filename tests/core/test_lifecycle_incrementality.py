@@ -118,9 +118,9 @@ def test_without_a_user_or_without_credits_the_fields_say_so():
 def test_the_replica_is_checkpointed_under_its_own_key_and_resumed():
     checkpoints: dict[str, bytes] = {}
     life = Lifecycle({}, RuleBaseline, partitions=1, checkpoints=checkpoints)
-    life.incremental_checkpoint_every = 50
     _teach(life, 200, T - 2 * DAY_MS)
     label = _label(_decide(life, "o1", T, EXPOSED))
+    life.checkpoint()  # at a commit, with the match model's
     key = key_for_partition(0, 1, "incr")
     assert key in checkpoints and key != key_for_partition(0, 1)
     resumed = Lifecycle({}, RuleBaseline, partitions=1, checkpoints=checkpoints)

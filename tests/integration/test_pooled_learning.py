@@ -51,7 +51,7 @@ def test_every_replica_learns_the_examples_of_every_partition(settings, start_wo
     for record in asyncio.run(_records(changelogs, f"{settings.app_id}-match-models-changelog")):
         latest[record["key"]] = record["value"]
     # One entry per replica: model, learning queue and clock together; beside them, each
-    # partition's incrementality estimator ("incr-...", every 200 of its entries).
+    # partition's incrementality estimator ("incr-...", written with it at every commit).
     incr = {k: b for k, b in latest.items() if k.startswith("incr-")}
     replicas = [
         MatchModel.loads(decode_replica(b).model) for k, b in latest.items() if k not in incr

@@ -597,19 +597,27 @@ class Lifecycle:
         """Examples (from :meth:`entries`) for the replica of ``partition``; with ``own`` they
         were made here, and those this replica queued when they were made are skipped.
 
-        The replica learns what is already due by its newest decision (what its next decision
-        would learn first anyway), so that a replica between decisions does not sit on a growing
-        queue; one that has decided nothing yet goes by the others here.
+        A replica that queued new examples learns what is already due by its newest decision
+        (what its next decision would learn first anyway), so that a replica between decisions
+        does not sit on a growing queue; one that has decided nothing yet goes by the others
+        here. Only a queue that grew is flushed: a flush learns past the next decision when
+        decisions come out of event-time order, so every needless one (a chunk of arm counts,
+        which the users agents send with every batch, or of examples queued already) would make
+        confidences depend more on when cs-learn was read.
         """
+        grew: set[bool] = set()
         for entry, local in entries:
             if not (own and partition in local):
                 self._queue_for(partition, entry).push(entry)
+                grew.add(isinstance(entry.example, Incremental))
+        if not grew:
+            return
         self._changed.add(partition)
         clock = self.decided.get(partition, max(self.decided.values(), default=None))
-        if clock is not None:
+        if False in grew and clock is not None:
             self._learn_until(partition, clock)
         clock = self.inc_decided.get(partition, max(self.inc_decided.values(), default=None))
-        if clock is not None:
+        if True in grew and clock is not None:
             self._learn_incremental_until(partition, clock)
 
     # --- events --------------------------------------------------------------------------------

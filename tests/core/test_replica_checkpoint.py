@@ -24,9 +24,9 @@ from convstream.core.lifecycle import (
 from convstream.core.matching.model import MatchModel
 from convstream.core.units import DAY_MS
 from convstream.synth.generate import config_from_args, generate
+from tests.core.test_lifecycle import T, _copy
 
 PARTITIONS = 4
-T = 1_767_571_200_000
 
 
 @pytest.fixture(scope="module")
@@ -108,27 +108,15 @@ def test_the_saved_learning_queue_is_what_makes_them_equal(replay):
     assert differ
 
 
-def _conversion(event_id: str, ts: int) -> dict:
-    return {
-        "conversion_key": f"a:Purchase:{event_id}",
-        "event_id": event_id,
-        "event_name": "Purchase",
-        "advertiser_id": "a",
-        "ts": ts,
-        "sources": ["capi"],
-        "user_data": {"click_id": f"k-{event_id}"},
-    }
-
-
 def test_only_replicas_changed_since_their_checkpoint_are_written():
     checkpoints: dict[str, bytes] = {}
     life = Lifecycle({}, MatchModel, partitions=PARTITIONS, checkpoints=checkpoints)
     for p in range(PARTITIONS):
-        life.conversion(_conversion(f"o{p}", T), partition=p)  # a round starts: no decision
+        life.conversion(_copy(f"o{p}", T), partition=p)  # a round starts: no decision
     assert life.checkpoint() == PARTITIONS
     assert life.checkpoint() == 0  # nothing happened since
     written = dict(checkpoints)
-    life.conversion(_conversion("o9", T + 1_000), partition=2)  # moves one partition's clock
+    life.conversion(_copy("o9", T + 1_000), partition=2)  # moves one partition's clock
     assert life.checkpoint() == 1
     changed = {k for k, blob in checkpoints.items() if written[k] != blob}
     assert changed == {key_for_partition(2, PARTITIONS)}

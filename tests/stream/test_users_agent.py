@@ -19,21 +19,7 @@ from convstream.core.partitioning import partition_for
 from convstream.core.units import DAY_MS, HOUR_MS
 from convstream.stream.agents import users
 from convstream.stream.settings import Settings
-
-
-@dataclass
-class Message:
-    topic: str
-    partition: int
-    value: bytes
-    offset: int = 0
-    timestamp: float | None = None
-    headers: tuple = ()
-
-
-@dataclass
-class Event:
-    message: Message
+from tests.stream.test_conversions_agent import Event, Message
 
 
 class _Signal:

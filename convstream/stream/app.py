@@ -199,11 +199,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     from convstream.stream import writeback
 
     if settings.coalesce_writes:
-        # The conversion state writes through: it records which revision of a label was sent,
-        # and a label goes out when it is decided, not at the commit that would flush a cached
-        # state (writeback.py says what that window would cost after a kill).
-        coalesced = {name: t for name, t in rt.tables.items() if name != "conversions"}
-        rt.tables.update(writeback.install(app, coalesced))
+        # Flushed at every commit; a conversion state that records a label is also written
+        # before that label goes out (writeback.py says why).
+        rt.tables.update(writeback.install(app, rt.tables))
 
     from convstream.stream.agents import conversions, identifiers, users
 

@@ -15,19 +15,23 @@ again. A rebalance commits (Faust waits for the agents, then commits) before the
 where the caches are flushed once more and emptied: an entry whose partition moves away is then
 read from the table, which its new owner rebuilds from the changelog.
 
-Which tables are behind a cache: every one but the conversion state (``convstream/stream/app.py``).
-A label is sent when it is decided, and the conversion state records which revision went out;
-cached, that record would reach the changelog only at the next commit, and a kill in between
-would replay the conversion from older state and could send the same revision again with other
-content (seen in ``tests/integration/test_crash.py`` on ``rocksdb://`` when it was cached).
-Written through, the window is the milliseconds between two sends, as in Faust.
-``coalesce_writes`` is on by default since the whole suite, the determinism test's loaded run
-among it, passed with it on (2026-12-03); ``CONVSTREAM_COALESCE_WRITES=0`` writes through.
+Every table is behind a cache (``convstream/stream/app.py``), the conversion state too, with
+one exception to the flush at a commit: a conversion state that records a label as sent is
+written before that label goes out (``ConversionsAdapter.send_labels`` flushes those keys, then
+the producer, then sends the labels). Otherwise the record would reach the changelog only at
+the next commit, and a kill in between would replay the conversion from older state and could
+send the same revision again with other content (seen in ``tests/integration/test_crash.py`` on
+``rocksdb://`` when the whole state was cached). The rounds before a decision (lookups, answers,
+probes: most of the state's writes) wait for the commit like the other tables: what a kill
+loses of them is rebuilt from the records read again, and ``Lifecycle.resume`` starts again the
+rounds in flight. ``coalesce_writes`` is on by default since the whole suite, the determinism
+test's loaded run among it, passed with it on (2026-12-03); ``CONVSTREAM_COALESCE_WRITES=0``
+writes through.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 import faust
@@ -114,9 +118,19 @@ class WriteBack(MutableMapping[str, Any]):
             size += (not stored and value is not _GONE) - (stored and value is _GONE)
         return size
 
-    def flush(self) -> int:
-        """Write every dirty entry to the table (a changelog message each); returns how many."""
-        dirty, self._dirty = self._dirty, {}
+    def flush(self, keys: Iterable[str] | None = None) -> int:
+        """Write every dirty entry (or those of ``keys``) to the table, a changelog message
+        each; returns how many.
+
+        >>> cache = WriteBack({}, name="example")
+        >>> cache["a"] = 1; cache["b"] = 2
+        >>> cache.flush(["a", "c"]), cache.table, cache.dirty
+        (1, {'a': 1}, 1)
+        """
+        if keys is None:
+            dirty, self._dirty = self._dirty, {}
+        else:
+            dirty = {key: self._dirty.pop(key) for key in keys if key in self._dirty}
         for key, value in dirty.items():
             if value is _GONE:
                 self.table.pop(key, None)

@@ -24,9 +24,10 @@ def _gist(lab):
 
 # On the RocksDB store, which must come back from local state plus the changelog tail; the
 # memory store's recovery from changelogs alone is test_recovery.py's. Both take ~70 s.
-# Written through (the default) and with coalesced writes, where the tables but the conversion
-# state reach the changelog only at a commit: a label must still never change content under
-# one revision (with the conversion state cached too, this failed once).
+# Written through and with coalesced writes (the default), where the tables reach the changelog
+# only at a commit, but for a conversion state that records a label, written before the label:
+# a label must still never change content under one revision (with the conversion state cached
+# whole, labels sent as decided, this failed once).
 @pytest.mark.parametrize("coalesce", [False, True], ids=["write-through", "coalesced"])
 @pytest.mark.parametrize("store", ["rocksdb://"])
 def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, store, coalesce):

@@ -25,6 +25,7 @@ from convstream.core.partitioning import partition_for
 from convstream.stream.agents.conversions import ConversionsAdapter
 from convstream.stream.kafka import message_key
 from convstream.stream.settings import Settings
+from convstream.stream.writeback import WriteBack
 
 T = 1_767_571_200_000
 MIN = 60_000
@@ -171,6 +172,37 @@ async def test_a_label_goes_out_after_the_producer_flush_that_saves_its_state():
     assert len(labels) == 1
     # The batch that decided it sent its links first, then flushed, then the label.
     assert len(rt.flushes) == flushed + 1 and rt.flushes[-1] > 0
+
+
+async def test_coalesced_a_labelled_state_is_in_the_changelog_before_its_label():
+    """With the conversion state behind a write-back cache, the state that records a label is
+    written before the producer flush that precedes the label; states without a new label
+    wait for the commit. Lost with the cache at a kill, the unlabelled ones come back from the
+    records read again; the labelled one is sent again, unchanged, by the next worker."""
+    backing: dict[str, Any] = {}
+    held_at_flush: list[set[str]] = []
+
+    class Recording(FakeRuntime):
+        async def flush(self) -> None:
+            held_at_flush.append(set(backing))
+            await super().flush()
+
+    rt = Recording(
+        settings=Settings(hold_idle_s=0.0),
+        tables={"conversions": WriteBack(backing, name="conversion-state"), "models": {}},
+    )
+    agent, labels = await _decided_once(rt)
+    await agent.on_batch([record("conversions", conversion("o9", T, em=sha256_hex("x@y.z")))])
+    assert len(labels) == 1 and held_at_flush == [{"a:Purchase:o2"}]
+    assert backing["a:Purchase:o2"] == rt.tables["conversions"]["a:Purchase:o2"]
+    assert "a:Purchase:o9" in rt.tables["conversions"] and "a:Purchase:o9" not in backing
+
+    # Killed before a commit: the cache is gone, the backing table is what the next owner reads.
+    restarted = ConversionsAdapter(
+        FakeRuntime(settings=rt.settings, tables={"conversions": backing, "models": {}})
+    )
+    await restarted.on_batch([])
+    assert [v for t, _, v, _ in restarted.rt.take() if t == "labels"] == labels
 
 
 async def test_a_label_decided_after_the_checkpoint_is_sent_again_by_the_next_worker():

@@ -98,13 +98,14 @@ def test_coalescing_is_a_setting_read_from_the_environment():
         Settings.from_env({"CONVSTREAM_COALESCE_WRITES": "maybe"})
 
 
-def test_the_worker_caches_every_table_but_the_conversion_state(tmp_path):
+def test_the_worker_caches_every_table(tmp_path):
     from convstream.stream.app import create_app
 
     _, rt = create_app(Settings.from_env({}, data_dir=str(tmp_path)))
     cached = {name for name, table in rt.tables.items() if isinstance(table, WriteBack)}
-    # The conversion state records which label revision was sent; it must not wait for a commit.
-    assert cached == {"users", "identifiers", "models", "clocks", "parked"}
+    # The conversion state too: the agent flushes a labelled state before its label
+    # (test_conversions_agent.py).
+    assert cached == {"users", "identifiers", "conversions", "models", "clocks", "parked"}
     _, rt = create_app(
         Settings.from_env({}, coalesce_writes=False, data_dir=str(tmp_path / "through"))
     )

@@ -144,6 +144,9 @@ class ConversionsAdapter:
         unsent in the producer is sent again by :meth:`resume`."""
         if not self.unsent:
             return
+        states = self.rt.tables["conversions"]
+        if isinstance(states, WriteBack):  # coalesced: these states may not wait for a commit
+            states.flush({command.label["conversion_key"] for command, _ in self.unsent})
         await self.rt.flush()
         unsent, self.unsent = self.unsent, []
         for command, decided in unsent:

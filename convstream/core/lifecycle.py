@@ -450,10 +450,10 @@ class Lifecycle:
         - the labels decided after the checkpoint they resume from, which may have died unsent
           with that worker (identical to what went out, if they did go out: a duplicate the
           contract allows);
-        - a new round for every conversion whose round was in flight: its state is saved as
-          it is written, but the lookups or probes it sent may have died in the producer, and
-          the records that caused them, read again, find their answers already recorded. The
-          old round's answers are ignored.
+        - a new round for every conversion whose round was in flight in the saved state (as of
+          the last commit, or of its last label): the lookups or probes it sent may have died
+          in the producer, and the records that caused them, read again, may find their
+          answers already recorded. The old round's answers are ignored.
         """
         for partition in partitions:
             self.clock(partition)

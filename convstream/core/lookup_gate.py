@@ -187,7 +187,18 @@ class LookupGate:
         return horizon
 
     def decided(self, key: str, conversion: str) -> None:
-        """``conversion`` is decided, and its links to ``key`` (if any) were sent before this."""
+        """``conversion`` is decided, and its links to ``key`` (if any) were sent before this.
+
+        A lookup of the key by the conversion still parked here is moot (:meth:`take_moot`): a
+        conversion decides only once every lookup of its round is answered, and the lookups of
+        its next round are sent after this message, so the one parked was answered elsewhere
+        (by a worker that died before its cs-ident offset was committed, whose answer the
+        conversion read) or is an earlier round's. Answered now, it would open a turn that no
+        decision closes and hold the key's later lookups for ``turn_timeout_s``.
+        """
+        held = self._newest.get((key, conversion))
+        if held is not None:
+            self._moot.append(self._drop(held))
         entry = self._keys.get(key)
         if entry is not None and entry.open.pop(conversion, None) is not None:
             self._dirty.add(key)

@@ -294,3 +294,23 @@ def test_a_later_round_of_the_conversion_makes_its_earlier_lookup_of_the_key_moo
     assert gate.due(now=0.8) == []
     gate.decided("em:e1", "o1")
     assert [r.conversion_key for r in gate.due(now=0.9)] == ["o2"]
+
+
+def test_a_decision_makes_a_lookup_of_its_conversion_still_parked_moot():
+    """A worker answered o1's lookup and died before its cs-ident offset was committed; the
+    next one parks the lookup again (read again, or the same round started again from a state
+    the kill rolled back), while o1 decides with the answer it read. Answered after that
+    decision, the lookup would open a turn nothing closes: o2 would wait the turn timeout."""
+    gate = LookupGate(1, ordered=("em:",), turn_timeout_s=600.0)
+    again = Lookup("em:e1", "o1", 0, T)
+    gate.park(0, again, now=0.0)
+    gate.park(0, Lookup("em:e1", "o2", 0, T + 1), now=0.0)
+    gate.decided("em:e1", "o1")
+    assert gate.take_moot() == [again]
+    gate.observe(0, {0: T + 1}, now=0.1)
+    assert [r.conversion_key for r in gate.due(now=0.2)] == ["o2"]
+    assert len(gate) == 0
+    # Another conversion's decision leaves a parked lookup alone.
+    gate.park(0, Lookup("em:e1", "o3", 0, T + 2), now=0.3)
+    gate.decided("em:e1", "o4")
+    assert gate.take_moot() == [] and len(gate) == 1

@@ -165,6 +165,8 @@ def register(rt: Any, channel: Any) -> None:
                     hold(event.message.partition, message, now)
                 elif isinstance(message, messages.Decided):
                     gate.decided(message.key, message.conversion_key)
+                    for old in gate.take_moot():
+                        settle(old)
                 elif isinstance(message, messages.IndexLink):
                     link = messages.Sighting(
                         message.key, message.user_id, message.ts, message.ts, 1

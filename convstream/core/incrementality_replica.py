@@ -29,6 +29,7 @@ True
 
 from __future__ import annotations
 
+import base64
 import math
 import zlib
 from collections import deque
@@ -171,8 +172,22 @@ class Replica:
                 z += float(w[i])
         return max(0.0, 1.0 - math.exp(min(50.0, z)))
 
-    def dumps(self) -> bytes:
-        """A checkpoint: the cells in the order learned, arm counts, counters (no history)."""
+    def dumps(self, **extra: Any) -> bytes:
+        """A checkpoint: the cells in the order learned, arm counts, counters, the fits of the
+        past cells (each distinct one once, its float64 weights in base64: a label decided
+        after a restart as of an earlier cell gets the fit it would have got), and ``extra``
+        fields of the caller's (read back by :func:`saved_fields`)."""
+        fits: list[str] = []
+        index: dict[int, int] = {}
+        history = []
+        for before, after, fit in self.history:
+            i = None
+            if fit is not None:
+                i = index.get(id(fit))
+                if i is None:
+                    i = index[id(fit)] = len(fits)
+                    fits.append(base64.b64encode(np.asarray(fit, "<f8").tobytes()).decode())
+            history.append([before, after, i])
         return orjson.dumps(
             {
                 "cells": [[list(c), s[0], s[1]] for c, s in self.model.cells.items()],
@@ -181,6 +196,9 @@ class Replica:
                 "learned": self.learned,
                 "cell": self.cell,
                 "digest": self.digest,
+                "history": history,
+                "fits": fits,
+                **extra,
             }
         )
 
@@ -197,4 +215,17 @@ class Replica:
         replica.learned = obj["learned"]
         replica.cell = obj["cell"]
         replica.digest = obj["digest"]
+        fits = [np.frombuffer(base64.b64decode(f), "<f8").copy() for f in obj.get("fits", ())]
+        for before, after, i in obj.get("history", ()):
+            replica.history.append((before, after, None if i is None else fits[i]))
         return replica
+
+
+def saved_fields(blob: bytes, *names: str) -> list[Any]:
+    """The ``extra`` fields ``names`` of a :meth:`Replica.dumps` checkpoint (None if absent).
+
+    >>> saved_fields(Replica().dumps(queue=[[1, "k", {"t": "arms", "n": {}}]]), "queue", "x")
+    [[[1, 'k', {'t': 'arms', 'n': {}}]], None]
+    """
+    obj = orjson.loads(blob)
+    return [obj.get(name) for name in names]

@@ -58,7 +58,13 @@ from convstream.core.clock import EventClock, consensus
 from convstream.core.coordinator import ConversionState, Policy
 from convstream.core.identity import Rejection, conversion_identifier_keys
 from convstream.core.incrementality import conversion_examples, score_credits
-from convstream.core.incrementality_replica import ARMS, EXAMPLES, arms_entries, entry_digest
+from convstream.core.incrementality_replica import (
+    ARMS,
+    EXAMPLES,
+    arms_entries,
+    entry_digest,
+    saved_fields,
+)
 from convstream.core.incrementality_replica import Replica as EstimatorReplica
 from convstream.core.learning_queue import Entry, LearningQueue
 from convstream.core.messages import (
@@ -334,6 +340,8 @@ class Lifecycle:
         # conversion decided without lookups, at its hold, may run ahead of the engagements).
         self.inc_decided: dict[int, int] = {}
         self._fits: dict[Any, Any] = {}
+        # Learning queues of estimators resumed from a checkpoint, until their queue is made.
+        self._inc_saved: dict[int, list[Any]] = {}
 
     # --- replicas ------------------------------------------------------------------------------
 
@@ -384,6 +392,10 @@ class Lifecycle:
                 blob = self.checkpoints.get(key_for_partition(partition, self.partitions, "incr"))
             if blob:
                 replica = EstimatorReplica.loads(blob, fits=self._fits)
+                waiting, decided = saved_fields(blob, "queue", "decided")
+                self._inc_saved[partition] = waiting or []
+                if decided is not None:
+                    self.inc_decided[partition] = decided
             else:
                 replica = EstimatorReplica(fits=self._fits)
             self.replicas[partition] = replica
@@ -397,12 +409,13 @@ class Lifecycle:
                 self.learning_delay_ms,
                 lambda inc: replica.learn(inc.ts, inc.entry, digest=inc.digest),
             )
+            for ts, key, entry in self._inc_saved.pop(partition, ()):
+                queue.push(self._entry(ts, key, entry))
         return queue
 
     def _learn_incremental_until(self, partition: int, ts: int) -> None:
         """The incrementality replica learns what is due by ``ts`` (checkpointed with the
-        match-model replica, by :meth:`checkpoint`; its queue is not saved, so a restart loses
-        the entries waiting there)."""
+        match-model replica, its queue and decision clock with it, by :meth:`checkpoint`)."""
         steps = self.inc_queue(partition).flush(ts)
         if steps:
             self.inc_learned[partition] = self.inc_learned.get(partition, 0) + steps
@@ -501,10 +514,24 @@ class Lifecycle:
             self.checkpoints[key_for_partition(partition, self.partitions)] = blob
             if partition in self.replicas:
                 key = key_for_partition(partition, self.partitions, "incr")
-                self.checkpoints[key] = self.replicas[partition].dumps()
+                self.checkpoints[key] = self._estimator_checkpoint(partition)
             self._changed.discard(partition)
             written += 1
         return written
+
+    def _estimator_checkpoint(self, partition: int) -> bytes:
+        """The incrementality replica with its learning queue and decision clock; a queue too
+        large for one message is left out whole (counted in ``queues_not_saved``), as the
+        match model's is."""
+        replica = self.replicas[partition]
+        queue = self.inc_queues.get(partition)
+        waiting = [[e.ts, e.key, e.example.entry] for e in queue.pending()] if queue else []
+        decided = self.inc_decided.get(partition)
+        blob = replica.dumps(queue=waiting, decided=decided)
+        if len(blob) > self.max_checkpoint_bytes:
+            self.queues_not_saved += 1
+            blob = replica.dumps(queue=None, decided=decided)
+        return blob
 
     def forget_partition(self, partition: int) -> None:
         """A partition moved away takes its replica along; it reloads if it comes back."""
@@ -524,6 +551,7 @@ class Lifecycle:
         self.inc_queues.pop(partition, None)
         self.inc_learned.pop(partition, None)
         self.inc_decided.pop(partition, None)
+        self._inc_saved.pop(partition, None)
 
     def _learn_until(self, partition: int, ts: int) -> None:
         steps = self.queue(partition).flush(ts)

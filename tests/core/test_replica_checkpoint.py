@@ -9,7 +9,9 @@ drops what the process held in memory, and the second half fed to both.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
+import orjson
 import pytest
 
 from convstream.core.clock import EventClock
@@ -35,8 +37,9 @@ def replay():
     return lines
 
 
-def _engine(checkpoints: dict[str, bytes]) -> OfflineEngine:
-    engine = OfflineEngine(MatchModel, partitions=PARTITIONS, incrementality=False)
+def _engine(checkpoints: dict[str, bytes], **options: Any) -> OfflineEngine:
+    options.setdefault("incrementality", False)
+    engine = OfflineEngine(MatchModel, partitions=PARTITIONS, **options)
     life = engine.lifecycle
     life.checkpoints = checkpoints
     life.compact_examples = True  # examples queued as JSON, as in the worker
@@ -45,7 +48,9 @@ def _engine(checkpoints: dict[str, bytes]) -> OfflineEngine:
     return engine
 
 
-def _restart(engine: OfflineEngine, *, keep_queue: bool = True) -> OfflineEngine:
+def _restart(
+    engine: OfflineEngine, *, keep_queue: bool = True, keep_estimator_queue: bool = True
+) -> OfflineEngine:
     """The same tables (states, index, users, checkpoints) with nothing the process held in
     memory: replicas, queues and clocks come back from the checkpoints alone."""
     # What a process holds in memory is not copied (and is dropped below); the rest is.
@@ -64,7 +69,16 @@ def _restart(engine: OfflineEngine, *, keep_queue: bool = True) -> OfflineEngine
                 learned=saved.learned,
                 clock=bytes(str(saved.clock), "ascii").replace(b" ", b""),
             )
+    if not keep_estimator_queue:
+        for p in range(PARTITIONS):
+            key = key_for_partition(p, PARTITIONS, "incr")
+            if key in life.checkpoints:
+                saved = orjson.loads(life.checkpoints[key])
+                life.checkpoints[key] = orjson.dumps({**saved, "queue": None})
     for held in (life.models, life.queues, life.clocks, life.decided, life.learned, life._held):
+        held.clear()
+    # The incrementality estimators, their queues and clocks, and the fits they shared.
+    for held in (life.replicas, life.inc_queues, life.inc_decided, life.inc_learned, life._fits):
         held.clear()
     life._resumed.clear()
     restarted.matchers = [life.model(p) for p in range(PARTITIONS)]
@@ -72,16 +86,18 @@ def _restart(engine: OfflineEngine, *, keep_queue: bool = True) -> OfflineEngine
     return restarted
 
 
-def _run_with_restart(lines, *, keep_queue: bool = True):
-    """Labels of a run that never stopped, and of one restarted from its checkpoints halfway."""
-    engine = _engine({})
+def _run_with_restart(lines, *, keep_queue: bool = True, **options: Any):
+    """Labels of a run that never stopped, and of one restarted from its checkpoints halfway
+    (``options``: the engine's, and :func:`_restart`'s ``keep_estimator_queue``)."""
+    keep_estimator_queue = options.pop("keep_estimator_queue", True)
+    engine = _engine({}, **options)
     half = len(lines) // 2
     for line in lines[:half]:
         engine.feed(line)
     assert engine.lifecycle.checkpoint() == PARTITIONS
     assert engine.lifecycle.queues_not_saved == 0
     before = len(engine.labels)
-    restarted = _restart(engine, keep_queue=keep_queue)
+    restarted = _restart(engine, keep_queue=keep_queue, keep_estimator_queue=keep_estimator_queue)
     for run in (engine, restarted):
         for line in lines[half:]:
             run.feed(line)
@@ -106,6 +122,37 @@ def test_the_saved_learning_queue_is_what_makes_them_equal(replay):
         if a["match_confidence"] != b["match_confidence"]
     ]
     assert differ
+
+
+@pytest.fixture(scope="module")
+def long_replay():
+    """Two weeks: the estimators see enough held-out conversions to score labels."""
+    lines, _ = generate(config_from_args("default", seed=11, users=800, days=14))
+    return lines
+
+
+#: A day of learning delay: a restart halfway finds a day of examples and arm counts waiting.
+ESTIMATOR = {"incrementality": True, "learning_delay_ms": DAY_MS}
+
+
+def _incremental(labels: list[dict[str, Any]]) -> list[tuple[str, float | None]]:
+    return [(x["conversion_key"], x["incremental_probability"]) for x in labels]
+
+
+def test_a_restarted_estimator_gives_the_incremental_fields_of_one_that_never_stopped(
+    long_replay,
+):
+    kept, restarted = _run_with_restart(long_replay, **ESTIMATOR)
+    scored = [p for _, p in _incremental(kept) if p is not None]
+    assert len(scored) > 50
+    assert _incremental(restarted) == _incremental(kept)
+    assert restarted == kept
+
+
+def test_the_estimators_saved_queue_is_what_makes_them_equal(long_replay):
+    kept, restarted = _run_with_restart(long_replay, keep_estimator_queue=False, **ESTIMATOR)
+    assert len(kept) == len(restarted)
+    assert _incremental(restarted) != _incremental(kept)
 
 
 def test_only_replicas_changed_since_their_checkpoint_are_written():

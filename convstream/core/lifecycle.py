@@ -340,8 +340,6 @@ class Lifecycle:
         # conversion decided without lookups, at its hold, may run ahead of the engagements).
         self.inc_decided: dict[int, int] = {}
         self._fits: dict[Any, Any] = {}
-        # Learning queues of estimators resumed from a checkpoint, until their queue is made.
-        self._inc_saved: dict[int, list[Any]] = {}
 
     # --- replicas ------------------------------------------------------------------------------
 
@@ -383,35 +381,35 @@ class Lifecycle:
         return queue
 
     def replica(self, partition: int) -> EstimatorReplica:
-        """The partition's incrementality estimator, resumed from its checkpoint (key
-        ``key_for_partition(partition, partitions, "incr")``) when there is one."""
+        """The partition's incrementality estimator, made with its learning queue and resumed
+        with both from its checkpoint (key ``key_for_partition(partition, partitions,
+        "incr")``) when there is one."""
         replica = self.replicas.get(partition)
         if replica is None:
             blob = None
             if self.checkpoints is not None:
                 blob = self.checkpoints.get(key_for_partition(partition, self.partitions, "incr"))
+            waiting: list[Any] = []
             if blob:
                 replica = EstimatorReplica.loads(blob, fits=self._fits)
-                waiting, decided = saved_fields(blob, "queue", "decided")
-                self._inc_saved[partition] = waiting or []
+                saved, decided = saved_fields(blob, "queue", "decided")
+                waiting = saved or []
                 if decided is not None:
                     self.inc_decided[partition] = decided
             else:
                 replica = EstimatorReplica(fits=self._fits)
             self.replicas[partition] = replica
-        return replica
-
-    def inc_queue(self, partition: int) -> LearningQueue:
-        queue = self.inc_queues.get(partition)
-        if queue is None:
-            replica = self.replica(partition)
             queue = self.inc_queues[partition] = LearningQueue(
                 self.learning_delay_ms,
                 lambda inc: replica.learn(inc.ts, inc.entry, digest=inc.digest),
             )
-            for ts, key, entry in self._inc_saved.pop(partition, ()):
+            for ts, key, entry in waiting:
                 queue.push(self._entry(ts, key, entry))
-        return queue
+        return replica
+
+    def inc_queue(self, partition: int) -> LearningQueue:
+        self.replica(partition)
+        return self.inc_queues[partition]
 
     def _learn_incremental_until(self, partition: int, ts: int) -> None:
         """The incrementality replica learns what is due by ``ts`` (checkpointed with the
@@ -551,7 +549,6 @@ class Lifecycle:
         self.inc_queues.pop(partition, None)
         self.inc_learned.pop(partition, None)
         self.inc_decided.pop(partition, None)
-        self._inc_saved.pop(partition, None)
 
     def _learn_until(self, partition: int, ts: int) -> None:
         steps = self.queue(partition).flush(ts)

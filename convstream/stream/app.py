@@ -8,6 +8,7 @@ messages between topics, tables and ``convstream/core/``.
 from __future__ import annotations
 
 import ssl
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +147,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
+        broker_commit_interval=settings.commit_interval_s,
+        # Faust reads None as its default (10,000): by time only is a count it never reaches.
+        broker_commit_every=settings.commit_every or sys.maxsize,
         producer_linger_ms=settings.producer_linger_ms,
         producer_max_batch_size=settings.producer_max_batch_size,
         stream_buffer_maxsize=4 * settings.batch_size,

@@ -55,6 +55,15 @@ class Settings:
     # Table writes held in memory and written once per commit (convstream/stream/writeback.py);
     # off: every write is a changelog message at once, as Faust does it.
     coalesce_writes: bool = True
+    # Faust commits the input offsets every commit_interval_s, and also after every
+    # commit_every acknowledged messages when that is not 0. Every commit first writes the
+    # cached table entries to their changelogs, so the interval sets how often a hot key is
+    # written, and how much input a killed worker's successor reads again. Faust's defaults
+    # (2.8 s, 10,000 messages: a commit about every 2 s of a backlog) wrote 0.92 changelog
+    # messages per input on the bench's default replay, 10 s by time only 0.48 (BENCHMARKS.md,
+    # 2026-12-04, night); Kafka Streams commits every 30 s by default.
+    commit_interval_s: float = 10.0
+    commit_every: int = 0
     # Batching.
     batch_size: int = 1000
     # Every hop through an internal topic (lookup, answer, probe, answer) waits up to

@@ -39,6 +39,10 @@ def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, sto
         redrive_after_s=5.0,
         key_turn_timeout_s=20.0,
         coalesce_writes=coalesce,
+        # Faust's own commit cadence (the worker's default is 10 s): the first worker commits
+        # well within the 5 s it runs after the first half, with the parked lookup read.
+        commit_interval_s=2.8,
+        commit_every=10_000,
     )
     # Its bookkeeping reads every conversions-topic line as a conversion: the traffic before
     # site events (which get no label; test_demo and test_match_figures carry them).
@@ -75,7 +79,7 @@ def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, sto
         target=lambda: asyncio.run(produce(settings, [parked, *lines[half:]], rate=1000))
     )
     producing.start()
-    time.sleep(5.0)  # past Faust's 2.8 s commit interval: the parked lookup's offset is committed
+    time.sleep(5.0)  # past the 2.8 s commit interval: the parked lookup's offset is committed
     first.kill()
     restarted = start_worker(settings, "restarted")
     producing.join(timeout=120)

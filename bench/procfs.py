@@ -12,6 +12,8 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def _status_kib(pid: int, field: str) -> int | None:
@@ -92,3 +94,31 @@ def machine_facts() -> dict[str, object]:
         "faust": version("faust-streaming"),
         "aiokafka": version("aiokafka"),
     }
+
+
+@contextmanager
+def busy_loops(count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``count`` processes spinning on a core each while the block runs (issue 20's contention
+    target: two of them beside the worker); all stopped and reaped on the way out.
+
+    >>> with busy_loops(1) as loops:
+    ...     cpu_seconds(loops[0].pid) is not None
+    True
+    >>> loops[0].poll() is not None
+    True
+    """
+    loops = [
+        subprocess.Popen(
+            [sys.executable, "-c", "while True: pass"],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C meant for the caller does not print its traceback
+        )
+        for _ in range(count)
+    ]
+    try:
+        yield loops
+    finally:
+        for loop in loops:
+            loop.kill()
+        for loop in loops:
+            loop.wait()

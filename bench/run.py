@@ -9,11 +9,13 @@ Stages, each on a fresh embedded tansu broker on 127.0.0.1 with the same generat
 3. ``pipeline``: the convstream worker draining the preloaded replay, first input to last
    label, with peak RSS and state size; ``latency``: a paced run at half that rate.
 
-``--scaling`` adds stage 3 at 10k, 100k and 1M input events, and the state-growth stage
-(:mod:`bench.growth`: RSS while the identifier index grows past a million entries, per store;
-``--growth EVENTS`` runs it alone or at another size). ``--smoke`` runs everything tiny and
-writes nothing; otherwise the run goes to ``docs/experiments/runs/<date>.md``. Every broker and
-process it starts is stopped, even on error.
+``--busy N`` spins N busy-loop processes on the cores through stage 3 and the latency run
+(issue 20's contention figure). ``--scaling`` adds stage 3 at 10k, 100k and 1M input events,
+and the state-growth stage (:mod:`bench.growth`: RSS while the identifier index grows past a
+million entries, per store; ``--growth EVENTS`` runs it alone or at another size).
+``--smoke`` runs everything tiny and writes nothing; otherwise the run goes to
+``docs/experiments/runs/<date>.md``. Every broker and process it starts is stopped, even on
+error.
 """
 
 from __future__ import annotations
@@ -160,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="memory://,rocksdb://",
         help="stores the growth stage compares",
     )
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        help="busy-loop processes spinning on the cores through stage 3 and the latency run",
+    )
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
@@ -225,8 +233,13 @@ def run_bench(argv: list[str]) -> Results:
         )
         _say(f"2. bare Faust passthrough: {results.faust.rate:,.0f} ev/s")
 
+    if args.busy:
+        results.notes.append(
+            f"{args.busy} busy-loop processes (`while True: pass`) spun on the cores through "
+            "stage 3 and the latency run."
+        )
     if "pipeline" in stages:
-        with _broker(workdir, "pipeline") as broker:
+        with _broker(workdir, "pipeline") as broker, procfs.busy_loops(args.busy):
             results.pipeline = run_throughput(
                 broker.url,
                 lines,
@@ -251,7 +264,7 @@ def run_bench(argv: list[str]) -> Results:
                 traffic=args.traffic,
             )
         _say(f"latency: {len(paced):,} events at {rate:,.0f} ev/s (~{len(paced) / rate:,.0f} s)")
-        with _broker(workdir, "latency") as broker:
+        with _broker(workdir, "latency") as broker, procfs.busy_loops(args.busy):
             results.latency = run_latency(
                 broker.url, paced, workdir, rate, partitions=p, worker_env=worker_env
             )

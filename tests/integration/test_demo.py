@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.procfs import busy_loops
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DEMO = [sys.executable, "-m", "convstream.stream.cli", "demo", "--users", "600", "--days", "5"]
@@ -25,11 +27,8 @@ DEMO = [sys.executable, "-m", "convstream.stream.cli", "demo", "--users", "600",
 @pytest.fixture
 def busy_cores() -> Iterator[None]:
     """Two busy-loop processes competing for the (two) cores, stopped at teardown."""
-    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
-    yield
-    for p in loops:
-        p.kill()
-        p.wait(10)
+    with busy_loops(2):
+        yield
 
 
 @pytest.mark.alone  # its two busy loops are the load; other tests must not add to it

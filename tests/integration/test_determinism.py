@@ -16,8 +16,6 @@ busy: the loaded run then disagrees with the others (convstream/core/lookup_gate
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from bench.procfs import busy_loops
 from convstream.core.engine import run_offline
 from convstream.core.evaluation import evaluate, latest_labels
 from convstream.core.matching.model import MatchModel
@@ -105,13 +104,6 @@ def base_settings(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFacto
     )
 
 
-def _burners() -> list[subprocess.Popen]:
-    return [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
-        for _ in range(BURNERS)
-    ]
-
-
 @pytest.fixture(scope="module")
 def worker_labels(
     replay, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
@@ -133,24 +125,21 @@ def worker_labels(
             app_id=f"{base_settings.app_id}-{mode}",
         )
         asyncio.run(ensure_topics(s))
-        burners = _burners() if mode == "loaded" else []
         worker = None
-        try:
-            started = time.monotonic()
-            if mode == "loaded":  # a backlog: the whole replay is there before the worker starts
-                asyncio.run(produce(s, streams[mode]))
-            worker = WorkerProcess(settings_env(s), logs / f"{mode}.log").start()
-            if mode != "loaded":
-                asyncio.run(produce(s, streams[mode]))
-            labels = wait_for_labels(s, expected, timeout=300)
-            took = time.monotonic() - started
-            assert worker.alive(), (logs / f"{mode}.log").read_text()[-3000:]
-        finally:
-            for burner in burners:
-                burner.kill()
-                burner.wait(10)
-            if worker is not None:
-                worker.stop()
+        with busy_loops(BURNERS if mode == "loaded" else 0):
+            try:
+                started = time.monotonic()
+                if mode == "loaded":  # a backlog: the whole replay is there before the worker
+                    asyncio.run(produce(s, streams[mode]))
+                worker = WorkerProcess(settings_env(s), logs / f"{mode}.log").start()
+                if mode != "loaded":
+                    asyncio.run(produce(s, streams[mode]))
+                labels = wait_for_labels(s, expected, timeout=300)
+                took = time.monotonic() - started
+                assert worker.alive(), (logs / f"{mode}.log").read_text()[-3000:]
+            finally:
+                if worker is not None:
+                    worker.stop()
         results[mode] = latest_labels(labels)[0]
         print(f"{mode}: {len(results[mode])} keys in {took:.0f} s")
         missing = expected - set(results[mode])

@@ -60,6 +60,26 @@ LOOP_LAG = "convstream_event_loop_lag_seconds"
 GC_PAUSE = "convstream_gc_pause_seconds"
 
 
+_SENT = re.compile(r'^convstream_messages_sent_total\{topic="([^"]*)"\} ([0-9.e+]+)$', re.M)
+_BATCH = re.compile(r'^convstream_batch_events_(count|sum)\{agent="([^"]*)"\} ([0-9.e+]+)$', re.M)
+
+
+def parse_flow(text: str) -> tuple[dict[str, int], dict[str, float]]:
+    r"""Messages the worker sent, per topic, and its agents' mean records per batch.
+
+    >>> parse_flow('convstream_messages_sent_total{topic="cs-ident"} 12.0\n'
+    ...            'convstream_batch_events_count{agent="users"} 4.0\n'
+    ...            'convstream_batch_events_sum{agent="users"} 1000.0\n')
+    ({'cs-ident': 12}, {'users': 250.0})
+    """
+    sent = {topic: int(float(v)) for topic, v in _SENT.findall(text) if float(v)}
+    parts: dict[str, dict[str, float]] = {}
+    for kind, agent, v in _BATCH.findall(text):
+        parts.setdefault(agent, {})[kind] = float(v)
+    means = {a: p["sum"] / p["count"] for a, p in parts.items() if p.get("count")}
+    return sent, means
+
+
 def scrape_histograms(port: int, name: str, label: str) -> dict[str, list[tuple[Any, float]]]:
     """The worker's histogram ``name`` so far (see :func:`parse_histograms`; empty if it cannot
     be read)."""
@@ -195,6 +215,9 @@ class ThroughputResult:
     peak_rss_mib: float | None
     cpu_seconds: float | None
     state: dict[str, TableSize] = field(default_factory=dict)
+    # Messages the worker sent per topic (not changelogs), and mean records per batch per agent.
+    sent: dict[str, int] = field(default_factory=dict)
+    batch_means: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -282,6 +305,7 @@ def run_throughput(
         drained = asyncio.run(_drain(settings, worker, keys, len(lines), timeout))
         pid = worker.process.pid
         rss, cpu = procfs.peak_rss_mib(pid), procfs.cpu_seconds(pid)
+        flow = _scrape(settings.metrics_port)
     finally:
         if profiler is not None:
             profiler.stop()
@@ -301,6 +325,8 @@ def run_throughput(
         peak_rss_mib=rss,
         cpu_seconds=None if cpu is None or drained.cpu0 is None else cpu - drained.cpu0,
     )
+    if flow is not None:
+        result.sent, result.batch_means = parse_flow(flow)
     if measure_state:
         result.state = asyncio.run(state_sizes(settings))
     return result

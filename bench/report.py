@@ -146,6 +146,14 @@ def _pipeline(r: Results) -> list[str]:
         f"({p.labels:,} labels with revisions). Replay preloaded at {_n(p.preload_rate)} ev/s. "
         f"Bare Faust process peak RSS {_n(r.faust.peak_rss_mib if r.faust else None)} MiB.",
     ]
+    if p.sent or p.batch_means:
+        sent = ", ".join(f"{t} {n / p.events:.2f}" for t, n in sorted(p.sent.items()))
+        means = ", ".join(f"{a} {m:,.0f}" for a, m in sorted(p.batch_means.items()))
+        out += [
+            "",
+            f"Messages sent per input event, by topic (changelogs below): {sent or 'n/a'}. "
+            f"Mean records per batch: {means or 'n/a'}.",
+        ]
     if p.state:
         out += [
             "",

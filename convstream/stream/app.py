@@ -67,6 +67,7 @@ class Runtime:
 
     async def send(self, topic: str, key: str | None, value: Any, partition: int | None = None):
         payload = value if isinstance(value, bytes) else orjson.dumps(value)
+        metrics.count_sent(topic)
         return await self.topics[topic].send(key=key, value=payload, partition=partition)
 
     async def flush(self) -> None:

@@ -136,6 +136,21 @@ CLICK_TO_CONVERSION_LAG = Histogram(
 LABEL_WEIGHT = Counter(
     "convstream_label_weight_total", "Sum of emitted label weights.", registry=REGISTRY
 )
+MESSAGES_SENT = Counter(
+    "convstream_messages_sent_total",
+    "Messages the worker produced, per topic: its internal hops (cs-ident, cs-answer, cs-probe, "
+    "cs-learn, rerouted engagements), labels and dead letters; table changelogs are not counted.",
+    ["topic"],
+    registry=REGISTRY,
+)
+BATCH_EVENTS = Histogram(
+    "convstream_batch_events",
+    "Records per batch an agent took (at most batch_size): the messages an agent sends per "
+    "batch are per input fewer the fuller its batches are.",
+    ["agent"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+    registry=REGISTRY,
+)
 PROCESSING_LATENCY = Histogram(
     "convstream_processing_latency_seconds",
     "Wall-clock time from a conversion's arrival to its label's emission.",
@@ -265,6 +280,7 @@ class _Vocabulary:
 
 # Topics, tables and dead-letter reasons come from code and configuration, never from input.
 _topic = _Vocabulary(r"[A-Za-z0-9._\-]{1,64}", 64)
+_agent = _Vocabulary(r"[a-z]{1,16}", 0, known=("users", "identifiers", "conversions"))
 _table = _Vocabulary(r"[A-Za-z0-9._\-]{1,64}", 32)
 #: Every dead-letter reason the code gives; their series exist at zero from the start.
 DEAD_LETTER_REASONS = (
@@ -422,6 +438,15 @@ def observe_label(
 
 def count_event_in(topic: str, n: int = 1) -> None:
     EVENTS_IN.labels(_topic(topic)).inc(n)
+
+
+def count_sent(topic: str, n: int = 1) -> None:
+    MESSAGES_SENT.labels(_topic(topic)).inc(n)
+
+
+def observe_batch(agent: str, records: int) -> None:
+    """``records`` taken in one batch by ``agent`` (users, identifiers or conversions)."""
+    BATCH_EVENTS.labels(_agent(agent)).observe(records)
 
 
 def count_dead_letter(topic: str, reason: str) -> None:

@@ -58,6 +58,7 @@ async def forward(
         headers=[(HEADER, f"{message.partition}:{token}".encode())],
     )
     metrics.count_rerouted(topic)
+    metrics.count_sent(topic)
     return token
 
 

@@ -343,6 +343,7 @@ def register(rt: Any, channel: Any) -> ConversionsAdapter:
     @rt.app.agent(channel, name="conversions")
     async def conversions_agent(stream: Any) -> None:
         async for events in stream.take_events(rt.settings.batch_size, rt.settings.batch_within_s):
+            metrics.observe_batch("conversions", len(events))
             await adapter.on_batch(events)
 
     @rt.app.timer(interval=10.0)

@@ -153,6 +153,7 @@ def register(rt: Any, channel: Any) -> None:
     @rt.app.agent(channel, name="identifiers")
     async def identifiers_agent(stream: Any) -> None:
         async for events in stream.take_events(s.batch_size, s.batch_within_s):
+            metrics.observe_batch("identifiers", len(events))
             now = time.monotonic()
             restore(now)
             rows: list[messages.Sighting] = []

@@ -338,6 +338,7 @@ def register(rt: Any, channel: Any, lifecycle: Lifecycle) -> None:
     @rt.app.agent(channel, name="users")
     async def users_agent(stream: Any) -> None:
         async for events in stream.take_events(s.batch_size, s.batch_within_s):
+            metrics.observe_batch("users", len(events))
             async with sending:
                 await process(events)
 

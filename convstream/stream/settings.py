@@ -55,15 +55,19 @@ class Settings:
     # Table writes held in memory and written once per commit (convstream/stream/writeback.py);
     # off: every write is a changelog message at once, as Faust does it.
     coalesce_writes: bool = True
-    # Faust commits the input offsets every commit_interval_s, and also after every
-    # commit_every acknowledged messages when that is not 0. Every commit first writes the
-    # cached table entries to their changelogs, so the interval sets how often a hot key is
-    # written, and how much input a killed worker's successor reads again. Faust's defaults
-    # (2.8 s, 10,000 messages: a commit about every 2 s of a backlog) wrote 0.92 changelog
-    # messages per input on the bench's default replay, 10 s by time only 0.48 (BENCHMARKS.md,
-    # 2026-12-04, night); Kafka Streams commits every 30 s by default.
-    commit_interval_s: float = 10.0
-    commit_every: int = 0
+    # Faust commits the input offsets after every commit_every acknowledged messages (inputs
+    # and internal hops, about 1.5 per input event), and every commit_interval_s whichever
+    # comes first; commit_every 0 commits by time only. Every commit first writes the cached
+    # table entries to their changelogs, so the cadence sets how often a hot key is written,
+    # how much input a killed worker's successor reads again, and how much is dirty in memory.
+    # By count, all three are a fixed amount of work, whatever the machine's speed; by time,
+    # a worker slowed by load commits more often per input and does more work for it. The
+    # interval is the bound for trickling traffic (Kafka Streams' default, 30 s). Faust's
+    # defaults (10,000 messages, 2.8 s: a commit about every 2 s of a backlog) wrote 0.92
+    # changelog messages per input on the bench's default replay, these 0.46 (BENCHMARKS.md,
+    # 2026-12-04, night).
+    commit_interval_s: float = 30.0
+    commit_every: int = 40_000
     # Batching.
     batch_size: int = 1000
     # Every hop through an internal topic (lookup, answer, probe, answer) waits up to

@@ -39,8 +39,9 @@ def test_worker_killed_mid_replay_recovers(settings, start_worker, tmp_path, sto
         redrive_after_s=5.0,
         key_turn_timeout_s=20.0,
         coalesce_writes=coalesce,
-        # Faust's own commit cadence (the worker's default is 10 s): the first worker commits
-        # well within the 5 s it runs after the first half, with the parked lookup read.
+        # Faust's own commit cadence, not the worker's default (40,000 messages or 30 s): the
+        # first worker commits well within the 5 s it runs after the first half, with the
+        # parked lookup read.
         commit_interval_s=2.8,
         commit_every=10_000,
     )

@@ -68,8 +68,9 @@ def _content(label: dict) -> str:
 
 
 def test_five_kills_lose_no_conversion_and_change_no_label(settings, start_worker, tmp_path):
-    # Faust's own commit cadence, not the worker's default 10 s: a worker works 0.5-6 s before
-    # its kill, and must commit in that time for kills to land between commits.
+    # Faust's own commit cadence, not the worker's default (40,000 messages or 30 s): a worker
+    # works 0.5-6 s before its kill, and must commit in that time for kills to land between
+    # commits.
     settings = settings.replace(redrive_after_s=3600.0, commit_interval_s=2.8, commit_every=10_000)
     # The heavy-sharing profile: the most lookups per conversion, so the most parked at a kill.
     # Without site events: every conversions-topic line is then a conversion to wait for.

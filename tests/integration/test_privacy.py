@@ -66,7 +66,10 @@ def test_deleted_user_is_forgotten_and_no_longer_matches(settings, start_worker)
     assert [lab["user_id"] for lab in second] == [None]
 
     # The changelogs hold no trace of the user: identifier entries forgot them, the user's
-    # engagements are gone (only the deletion marker is left).
+    # engagements are gone (only the deletion marker is left). Read after a clean stop, which
+    # commits: a running worker writes its tables to the changelogs at its commits, every
+    # 40,000 messages or 30 s.
+    worker.stop()
     app = settings.app_id
     identifiers = asyncio.run(
         _latest_values(settings.replace(topic_prefix=""), f"{app}-identifiers-changelog")
@@ -78,4 +81,3 @@ def test_deleted_user_is_forgotten_and_no_longer_matches(settings, start_worker)
     assert housemate[4] == {ua_family("UA-grace"): T0 + 3 * MIN}
     users = asyncio.run(_latest_values(settings.replace(topic_prefix=""), f"{app}-users-changelog"))
     assert set(users["user-1"]) == {"deleted"}
-    worker.stop()

@@ -44,8 +44,9 @@ def test_tables_survive_sigkill(settings, start_worker):
     crash test kills workers both ways): a kill between two commits must lose nothing the
     restarted worker does not read again.
     """
-    # A commit every 2.8 s (Faust's; the worker's default is 10 s): the clicks are in the
-    # changelogs before the kill, and the restarted worker must read them back from there.
+    # A commit every 2.8 s (Faust's; the worker's default is 40,000 messages or 30 s): the
+    # clicks are in the changelogs before the kill, and the restarted worker must read them
+    # back from there.
     settings = settings.replace(coalesce_writes=True, commit_interval_s=2.8, commit_every=10_000)
     worker = start_worker(settings, "before-crash")
     before = [click(i, T0 + i) for i in range(N_USERS)]

@@ -112,14 +112,15 @@ def test_the_worker_caches_every_table(tmp_path):
     assert not any(isinstance(table, WriteBack) for table in rt.tables.values())
 
 
-def test_the_worker_commits_by_time_only_unless_a_count_is_set(tmp_path):
-    """Faust reads ``broker_commit_every=None`` as its default of 10,000 messages, which on a
-    drained backlog commits about every 2 s and halves what the cache coalesces."""
+def test_the_worker_commits_by_count_and_by_time_only_when_told(tmp_path):
+    """By count by default (a fixed amount of work per commit, whatever the machine's speed);
+    ``commit_every=0`` is by time only, which Faust cannot be told with None: it reads that as
+    its default of 10,000 messages, a commit about every 2 s of a backlog."""
     from convstream.stream.app import create_app
 
     app, _ = create_app(Settings.from_env({}, data_dir=str(tmp_path)))
+    assert (app.conf.broker_commit_every, app.conf.broker_commit_interval) == (40_000, 30.0)
+    env = {"CONVSTREAM_COMMIT_INTERVAL_S": "10", "CONVSTREAM_COMMIT_EVERY": "0"}
+    app, _ = create_app(Settings.from_env(env, data_dir=str(tmp_path / "time")))
     assert app.conf.broker_commit_interval == 10.0
     assert app.conf.broker_commit_every > 10**12
-    env = {"CONVSTREAM_COMMIT_INTERVAL_S": "2.8", "CONVSTREAM_COMMIT_EVERY": "10000"}
-    app, _ = create_app(Settings.from_env(env, data_dir=str(tmp_path / "faust")))
-    assert (app.conf.broker_commit_interval, app.conf.broker_commit_every) == (2.8, 10_000)

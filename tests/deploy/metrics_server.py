@@ -59,6 +59,8 @@ def populate() -> None:
     for reason in ("invalid_json", "schema", "invalid_ip", "too_old", "future_ts"):
         metrics.count_dead_letter("conversions", reason)
     metrics.count_rerouted("clicks", 3)
+    metrics.count_sent("cs-ident", 4)
+    metrics.observe_batch("users", 120)
     metrics.count_identifier_rejected(
         [Rejection("em", "placeholder"), Rejection("ph", "too_short")]
     )

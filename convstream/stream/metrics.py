@@ -145,8 +145,8 @@ MESSAGES_SENT = Counter(
 )
 BATCH_EVENTS = Histogram(
     "convstream_batch_events",
-    "Records per batch an agent took (at most batch_size): the messages an agent sends per "
-    "batch are per input fewer the fuller its batches are.",
+    "Records per batch an agent took (at most batch_size): the fuller its batches, the fewer "
+    "per-batch messages and the less per-batch work per input.",
     ["agent"],
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
     registry=REGISTRY,

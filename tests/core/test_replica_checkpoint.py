@@ -86,10 +86,11 @@ def _restart(
     return restarted
 
 
-def _run_with_restart(lines, *, keep_queue: bool = True, **options: Any):
+def _run_with_restart(
+    lines, *, keep_queue: bool = True, keep_estimator_queue: bool = True, **options: Any
+):
     """Labels of a run that never stopped, and of one restarted from its checkpoints halfway
-    (``options``: the engine's, and :func:`_restart`'s ``keep_estimator_queue``)."""
-    keep_estimator_queue = options.pop("keep_estimator_queue", True)
+    (``options``: the engine's)."""
     engine = _engine({}, **options)
     half = len(lines) // 2
     for line in lines[:half]:
